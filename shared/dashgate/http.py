@@ -1,0 +1,303 @@
+"""HTTP: API Gateway payload 2.0 events in, responses out; CSRF, redirects, flash, error mapping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from dashgate.errors import (
+    BadRequest,
+    CsrfRejected,
+    DashgateError,
+    PayloadTooLarge,
+    Throttled,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from dashgate.sessions import Cookie, Tokens
+from dashgate.settings import MAX_BODY_BYTES, Settings
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
+HTML_TYPE = "text/html; charset=utf-8"
+#: Longest `next` we follow; a longer one is not a page of ours.
+MAX_NEXT_LENGTH = 2048
+#: Headers on every HTML page: no framing (clickjacking), no scripts, forms post only to us.
+HTML_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of an HTTP API payload 2.0 event that dashgate reads."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    query: dict[str, str]
+    raw_body: str
+    is_base64: bool
+    source_ip: str
+    request_id: str
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Request:
+        """Read an event; malformed parts read as empty rather than raising."""
+        http_ctx = (event.get("requestContext") or {}).get("http") or {}
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        return cls(
+            method=str(http_ctx.get("method") or "GET").upper(),
+            path=str(event.get("rawPath") or http_ctx.get("path") or "/"),
+            headers=headers,
+            cookies=parse_cookies(event.get("cookies") or []),
+            query={k: v[0] for k, v in parse_qs(str(event.get("rawQueryString") or "")).items()},
+            raw_body=event.get("body") or "",
+            is_base64=bool(event.get("isBase64Encoded")),
+            source_ip=str(http_ctx.get("sourceIp") or "unknown"),
+            request_id=str((event.get("requestContext") or {}).get("requestId") or ""),
+        )
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lower-case."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def wants_json(self) -> bool:
+        """A JSON request: a JSON body (POST), or an Accept that prefers JSON to HTML (GET)."""
+        if self.method == "POST" and self.content_type == JSON_TYPE:
+            return True
+        return prefers_json(self.headers.get("accept", ""))
+
+    def data(self) -> dict[str, Any]:
+        """The body as a dict: a form or a JSON object. Raises 413, 415 or 400."""
+        body = self._body_bytes()
+        if self.content_type == FORM_TYPE:
+            try:
+                pairs = parse_qs(_utf8(body), keep_blank_values=True, errors="strict")
+                return {k: v[0] for k, v in pairs.items()}
+            except UnicodeError:
+                raise BadRequest("The form data could not be read.") from None
+        if self.content_type == JSON_TYPE:
+            try:
+                data = json.loads(_utf8(body))
+            except (ValueError, RecursionError):
+                raise BadRequest("The body is not valid JSON.") from None
+            if not isinstance(data, dict):
+                raise BadRequest("The JSON body must be an object.")
+            return data
+        raise UnsupportedMediaType()
+
+    def _body_bytes(self) -> bytes:
+        if len(self.raw_body) > MAX_BODY_BYTES * 4 // 3 + 4:
+            raise PayloadTooLarge()
+        if self.is_base64:
+            try:
+                body = base64.b64decode(self.raw_body, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest("The body is not valid base64.") from None
+        else:
+            body = self.raw_body.encode("utf-8", "surrogatepass")
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+        return body
+
+
+@dataclass
+class Response:
+    """A payload 2.0 response; Set-Cookie travels only in `cookies` (API Gateway's rule for 2.0)."""
+
+    status: int
+    body: str = ""
+    content_type: str = HTML_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: list[Cookie] = field(default_factory=list)
+
+    def to_event(self, settings: Settings) -> dict[str, Any]:
+        """The dict Lambda returns to API Gateway."""
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        if self.body:
+            headers["Content-Type"] = self.content_type
+        if self.content_type == HTML_TYPE:
+            headers.update(HTML_SECURITY_HEADERS)
+        if settings.session_cookie_secure:
+            headers["Strict-Transport-Security"] = "max-age=31536000"
+        headers.update(self.headers)
+        result: dict[str, Any] = {"statusCode": self.status, "headers": headers, "body": self.body, "isBase64Encoded": False}
+        if self.cookies:
+            result["cookies"] = [c.render() for c in self.cookies]
+        return result
+
+
+def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
+    """A JSON response."""
+    return Response(status, json.dumps(payload, separators=(",", ":")), JSON_TYPE, **kwargs)
+
+
+def redirect(location: str, cookies: list[Cookie] | None = None) -> Response:
+    """303 See Other to a location already known to be local."""
+    return Response(303, headers={"Location": location}, cookies=cookies or [])
+
+
+def error_payload(err: DashgateError) -> dict[str, Any]:
+    """The SPEC's JSON error body."""
+    payload: dict[str, Any] = {"error": err.code, "message": err.message}
+    if isinstance(err, ValidationFailed):
+        payload["fields"] = err.fields
+    return payload
+
+
+def error_headers(err: DashgateError) -> dict[str, str]:
+    """Retry-After for throttling (RFC 9110 10.2.3)."""
+    return {"Retry-After": str(err.retry_after)} if isinstance(err, Throttled) else {}
+
+
+# -- request reading helpers -----------------------------------------------------------------
+def parse_cookies(pairs: list[str]) -> dict[str, str]:
+    """payload 2.0 `cookies` ("a=b" strings, possibly several per entry) into a dict; first wins."""
+    cookies: dict[str, str] = {}
+    for entry in pairs:
+        for pair in str(entry).split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name and name not in cookies:
+                cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+def prefers_json(accept: str) -> bool:
+    """True when Accept ranks application/json above text/html (RFC 9110 12.5.1 q-values)."""
+    ranks = {}
+    for item in accept.split(","):
+        media, *params = [p.strip() for p in item.split(";")]
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        ranks[media.lower()] = max(q, ranks.get(media.lower(), 0.0))
+    json_q = ranks.get(JSON_TYPE, 0.0)
+    html_q = max(ranks.get("text/html", 0.0), ranks.get("text/*", 0.0), ranks.get("*/*", 0.0) if json_q == 0 else 0.0)
+    return json_q > 0 and json_q > html_q
+
+
+def text_field(data: dict[str, Any], name: str, *, strip: bool = True) -> str:
+    """A string field ('' when absent); any other JSON type is a validation error."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed({name: "Must be a string."})
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+        raise ValidationFailed({name: "Must be valid Unicode text."}) from None
+    return value.strip() if strip else value
+
+
+def flag_field(data: dict[str, Any], name: str) -> bool:
+    """A checkbox or JSON boolean."""
+    value = data.get(name)
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() in ("1", "y", "yes", "on", "true")
+
+
+def safe_next(value: object, default: str) -> str:
+    """Follow `next` only to a local path (SPEC: CSRF and redirects); anything else is `default`."""
+    if not isinstance(value, str) or not value or len(value) > MAX_NEXT_LENGTH:
+        return default
+    for candidate in (value, unquote(value)):
+        if not candidate.startswith("/") or candidate.startswith(("//", "/\\")):
+            return default
+        if "\\" in candidate or not candidate.isprintable():
+            return default
+        parts = urlsplit(candidate)
+        if parts.scheme or parts.netloc:
+            return default
+    # Percent-encode anything outside ASCII so the Location header stays a valid, single line.
+    return quote(value, safe="/?&=#%:@!$'()*+,;~-._")
+
+
+# -- CSRF ---------------------------------------------------------------------------------------
+def same_origin(request: Request, settings: Settings) -> bool:
+    """True when Origin is absent, this host, or listed in ALLOWED_ORIGINS."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/")
+    if origin in settings.allowed_origins:
+        return True
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "")
+    scheme = request.headers.get("x-forwarded-proto") or ("https" if settings.session_cookie_secure else "http")
+    return bool(host) and parts.netloc.lower() == host.lower() and parts.scheme == scheme
+
+
+def is_cross_site(request: Request) -> bool:
+    """Fetch Metadata says another site started this request."""
+    return request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
+
+
+def require_csrf(request: Request, data: dict[str, Any], tokens: Tokens, settings: Settings) -> None:
+    """Refuse a POST from another site (Origin, Fetch Metadata) or a form without a matching token."""
+    if not same_origin(request, settings):
+        raise CsrfRejected()
+    if is_cross_site(request) and request.headers.get("origin", "").rstrip("/") not in settings.allowed_origins:
+        raise CsrfRejected()
+    if request.content_type == JSON_TYPE:
+        return  # a cross-site page cannot send application/json without a CORS preflight we never grant
+    token = data.get("csrf_token")
+    if not isinstance(token, str) or not tokens.csrf_matches(request.cookies.get(tokens.csrf_cookie_name), token):
+        raise CsrfRejected()
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What every form page needs: a CSRF token, flashed messages, and cookies to send with it."""
+
+    csrf_token: str
+    messages: list[str]
+    cookies: list[Cookie]
+
+
+def page_context(request: Request, tokens: Tokens, *, consume_flash: bool = True) -> PageContext:
+    """Reuse the browser's CSRF cookie (or start one) and take the flashed messages, once."""
+    cookies: list[Cookie] = []
+    secret = request.cookies.get(tokens.csrf_cookie_name)
+    if not secret or len(secret) > 128:
+        secret = tokens.new_csrf_secret()
+        cookies.append(tokens.csrf_cookie(secret))
+    messages: list[str] = []
+    flash = request.cookies.get(tokens.flash_cookie_name)
+    if consume_flash and flash is not None:
+        messages = tokens.flash_messages(flash)
+        cookies.append(tokens.clear_flash_cookie())
+    return PageContext(tokens.csrf_token(secret), messages, cookies)
+
+
+def form_response(request: Request, tokens: Tokens, status: int, render: Callable[[PageContext], str],
+                  headers: dict[str, str] | None = None) -> Response:
+    """An HTML form page with its CSRF token and flashed messages."""
+    ctx = page_context(request, tokens)
+    return Response(status, render(ctx), headers=headers or {}, cookies=ctx.cookies)
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None

@@ -1,0 +1,113 @@
+"""Runtime: what an execution environment builds once, and the wrapper every Lambda handler shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from dashgate import pages
+from dashgate.errors import ConfigurationError, DashgateError, ServiceUnavailable
+from dashgate.http import Request, Response, error_headers, error_payload, json_response
+from dashgate.passwords import Passwords
+from dashgate.sessions import Tokens, load_signing_keys
+from dashgate.settings import Settings
+from dashgate.store import Store
+from dashgate.users import Users
+
+Route = Callable[[Request], Response]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (the clock handlers pass down)."""
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """Settings, store, signing keys, logger and metrics of one function, built at cold start."""
+
+    def __init__(self, service: str, *, sessions: bool = True, passwords: bool = False,
+                 health_timeouts: bool = False) -> None:
+        self.service = service
+        self.settings = Settings.from_env()
+        self.logger = Logger(service=f"dashgate-{service}")
+        self.metrics = Metrics(namespace=self.settings.metrics_namespace, service=f"dashgate-{service}")
+        timeout = self.settings.healthcheck_timeout_seconds if health_timeouts else None
+        self.store = Store.from_settings(
+            self.settings, application_name=f"dashgate-{service}", connect_timeout=timeout,
+            statement_timeout_ms=timeout * 1000 if timeout else None,
+        )
+        self.passwords = Passwords(self.settings) if passwords else None
+        self._wants_tokens = sessions
+        self._tokens: Tokens | None = self._load_tokens() if sessions else None
+
+    @property
+    def tokens(self) -> Tokens:
+        """The token signer; keys are fetched again if Secrets Manager failed at cold start."""
+        if self._tokens is None:
+            self._tokens = self._load_tokens()
+            if self._tokens is None:
+                raise ServiceUnavailable()
+        return self._tokens
+
+    @property
+    def users(self) -> Users:
+        """The service layer over this runtime's store, tokens and passwords."""
+        return Users(self.settings, self.store, self.tokens, self.passwords)
+
+    def count(self, metric: str) -> None:
+        """Add one to a CloudWatch metric (Embedded Metric Format, flushed after the request)."""
+        self.metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+
+    def handler(self, route: Route) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """Wrap a route into `lambda_handler(event, context)`: correlation id, errors, one log line, metrics."""
+
+        def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            started = time.perf_counter()
+            request = Request.from_event(event if isinstance(event, dict) else {})
+            try:
+                response = route(request)
+            except DashgateError as err:
+                self.log_error(err)
+                response = self.error_response(request, err)
+            except Exception:
+                self.logger.exception("Unhandled error")
+                response = self.error_response(request, DashgateError())
+            self.logger.info("request", extra={
+                "method": request.method, "path": request.path, "status": response.status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            })
+            return response.to_event(self.settings)
+
+        correlated = self.logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+        wrapped = self.metrics.log_metrics(correlated(lambda_handler))
+        wrapped.__name__ = "lambda_handler"
+        return wrapped
+
+    def error_response(self, request: Request, err: DashgateError) -> Response:
+        """An error as JSON or as a page, with Retry-After where it applies."""
+        if request.wants_json:
+            return json_response(err.status, error_payload(err), headers=error_headers(err))
+        title = "Service unavailable" if err.status >= 500 else "Something is not right"
+        return Response(err.status, pages.message_page(title, err.message), headers=error_headers(err))
+
+    def log_error(self, err: DashgateError) -> None:
+        """Log why a dependency failed (the response itself carries no detail)."""
+        cause = err.__cause__
+        if isinstance(err, ServiceUnavailable) and cause is not None:
+            self.logger.error("Dependency unavailable", extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
+
+    def _load_tokens(self) -> Tokens | None:
+        try:
+            return Tokens(self.settings, load_signing_keys(self.settings))
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # Secrets Manager down or denied: answer 503 and try again next time
+            self.logger.error("Could not read the session signing keys", extra={"cause": type(exc).__name__,
+                                                                             "detail": str(exc)[:500]})
+            return None

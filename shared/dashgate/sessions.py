@@ -1,0 +1,139 @@
+"""Sessions: signing keys, signed tokens (session, CSRF, flash) and the cookies that carry them."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
+
+from dashgate.errors import ConfigurationError
+from dashgate.settings import Settings, fetch_secret_string, parse_secret_keys
+
+#: Bytes of randomness in a session id: 256 bits, above OWASP's 64-bit entropy floor and the
+#: SPEC's 128 bits.
+SESSION_ID_BYTES = 32
+
+
+def load_signing_keys(settings: Settings) -> tuple[str, ...]:
+    """Signing keys, current first: from Secrets Manager when SESSION_SECRET_ARN is set, else SESSION_SECRETS."""
+    if settings.session_secret_arn:
+        keys = parse_secret_keys(fetch_secret_string(settings.session_secret_arn), "SESSION_SECRET_ARN")
+    else:
+        keys = settings.session_secrets
+    if not keys:
+        raise ConfigurationError("Set SESSION_SECRET_ARN (in AWS) or SESSION_SECRETS (comma-separated keys, current first)")
+    return keys
+
+
+def hash_session_id(session_id: str) -> bytes:
+    """The database keeps only this SHA-256 of the id, so a leaked table cannot be replayed."""
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Cookie:
+    """One Set-Cookie value; `max_age` None means a browser-session cookie."""
+
+    name: str
+    value: str
+    max_age: int | None
+    secure: bool
+    domain: str | None = None
+
+    def render(self) -> str:
+        """The Set-Cookie header value (RFC 6265): always Path=/, HttpOnly and SameSite=Lax."""
+        parts = [f"{self.name}={self.value}", "Path=/"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.max_age is not None:
+            parts.append(f"Max-Age={self.max_age}")
+        if self.secure:
+            parts.append("Secure")
+        parts += ["HttpOnly", "SameSite=Lax"]
+        return "; ".join(parts)
+
+
+class Tokens:
+    """Sign and check the three tokens a browser carries; a bad token reads as None, never raises."""
+
+    def __init__(self, settings: Settings, keys: tuple[str, ...]) -> None:
+        self.settings = settings
+        # itsdangerous signs with the last key and accepts any: our lists are current-first.
+        ordered = list(reversed(keys))
+        self._session = Signer(ordered, salt="dashgate.session", digest_method=hashlib.sha256)
+        self._csrf = TimestampSigner(ordered, salt="dashgate.csrf", digest_method=hashlib.sha256)
+        self._flash = URLSafeTimedSerializer(ordered, salt="dashgate.flash", signer_kwargs={"digest_method": hashlib.sha256})
+        prefix = settings.cookie_prefix
+        self.session_cookie_name = settings.session_cookie_name
+        self.csrf_cookie_name = f"{prefix}csrf"
+        self.flash_cookie_name = f"{prefix}flash"
+
+    # -- session ---------------------------------------------------------------------------
+    def new_session(self) -> tuple[str, str]:
+        """A fresh random session id and its signed token (the cookie value)."""
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        return session_id, self._session.sign(session_id).decode()
+
+    def session_id(self, token: str | None) -> str | None:
+        """The session id inside a correctly signed token, else None."""
+        if not token:
+            return None
+        try:
+            return self._session.unsign(token).decode()
+        except (BadData, UnicodeError):
+            return None
+
+    def session_cookie(self, token: str, remember_seconds: int | None) -> Cookie:
+        """The session cookie; persistent only for "remember me"."""
+        return self._cookie(self.session_cookie_name, token, remember_seconds, domain=self.settings.cookie_domain)
+
+    def clear_session_cookie(self) -> Cookie:
+        """Delete the session cookie with the attributes it was set with."""
+        return self._cookie(self.session_cookie_name, "", 0, domain=self.settings.cookie_domain)
+
+    # -- CSRF (signed double submit, OWASP CSRF Prevention Cheat Sheet) ---------------------
+    def new_csrf_secret(self) -> str:
+        """A random value for the CSRF cookie."""
+        return secrets.token_urlsafe(32)
+
+    def csrf_token(self, csrf_secret: str) -> str:
+        """The form token for a CSRF cookie value: signed and timestamped."""
+        return self._csrf.sign(hashlib.sha256(csrf_secret.encode()).hexdigest()).decode()
+
+    def csrf_matches(self, csrf_secret: str | None, token: str | None) -> bool:
+        """True when `token` was signed by us, is fresh, and belongs to this CSRF cookie."""
+        if not csrf_secret or not token:
+            return False
+        try:
+            signed = self._csrf.unsign(token, max_age=self.settings.csrf_max_age_seconds).decode()
+        except (BadData, UnicodeError):
+            return False
+        return secrets.compare_digest(signed, hashlib.sha256(csrf_secret.encode()).hexdigest())
+
+    def csrf_cookie(self, csrf_secret: str) -> Cookie:
+        """The CSRF cookie (browser-session lifetime)."""
+        return self._cookie(self.csrf_cookie_name, csrf_secret, None)
+
+    # -- flash ------------------------------------------------------------------------------
+    def flash_cookie(self, messages: list[str]) -> Cookie:
+        """A short-lived signed cookie carrying messages across one redirect."""
+        return self._cookie(self.flash_cookie_name, self._flash.dumps(messages), self.settings.flash_max_age_seconds)
+
+    def flash_messages(self, value: str | None) -> list[str]:
+        """Messages from a flash cookie; anything unsigned, stale or malformed reads as none."""
+        if not value:
+            return []
+        try:
+            messages = self._flash.loads(value, max_age=self.settings.flash_max_age_seconds)
+        except (BadData, ValueError):
+            return []
+        return [m for m in messages if isinstance(m, str)] if isinstance(messages, list) else []
+
+    def clear_flash_cookie(self) -> Cookie:
+        """Delete the flash cookie once shown."""
+        return self._cookie(self.flash_cookie_name, "", 0)
+
+    def _cookie(self, name: str, value: str, max_age: int | None, domain: str | None = None) -> Cookie:
+        return Cookie(name, value, max_age, secure=self.settings.session_cookie_secure, domain=domain)

@@ -1,0 +1,181 @@
+"""Settings: every configuration value, read once from the environment into one frozen object."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dashgate.errors import ConfigurationError
+
+#: Minimum length of a session signing key (256 bits of printable text is about 43 characters;
+#: 32 keeps hand-made keys possible while refusing obviously weak ones).
+MIN_KEY_LENGTH = 32
+#: Largest request body accepted, before and after base64 decoding (SPEC: Bad input).
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one execution environment; see the README's Configuration table."""
+
+    database_url: str | None = None
+    db_secret_arn: str | None = None
+    db_host: str | None = None
+    db_connect_timeout: int = 3
+    db_statement_timeout_ms: int = 3000
+    session_secret_arn: str | None = None
+    session_secrets: tuple[str, ...] = ()
+    session_cookie_secure: bool = True
+    cookie_domain: str | None = None
+    session_cookie_name: str = "__Host-session"
+    remember_me_seconds: int = 86400
+    session_ttl_seconds: int = 8 * 3600
+    session_idle_seconds: int = 3600
+    session_touch_seconds: int = 300
+    default_redirect: str = "/dash/"
+    allowed_origins: tuple[str, ...] = ()
+    argon2_time_cost: int = 2
+    argon2_memory_cost: int = 19456
+    argon2_parallelism: int = 1
+    healthcheck_sql: str = "select 1"
+    healthcheck_timeout_seconds: int = 2
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_ip: int = 50
+    login_failure_window_seconds: int = 900
+    login_backoff_base_seconds: int = 30
+    login_backoff_max_seconds: int = 900
+    register_max_per_ip: int = 10
+    register_window_seconds: int = 3600
+    csrf_max_age_seconds: int = 12 * 3600
+    flash_max_age_seconds: int = 300
+    metrics_namespace: str = "dashgate"
+
+    @property
+    def cookie_prefix(self) -> str:
+        """`__Host-` where the browser allows it: Secure, Path=/ and no Domain (RFC 6265bis 4.1.3.2)."""
+        return "__Host-" if self.session_cookie_secure and not self.cookie_domain else ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, failing fast with the variable's name."""
+        env = Env(os.environ if environ is None else environ)
+        secure = env.boolean("SESSION_COOKIE_SECURE", True)
+        domain = env.text("COOKIE_DOMAIN") or None
+        default_name = "__Host-session" if secure and not domain else "session"
+        settings = cls(
+            database_url=env.text("DATABASE_URL") or None,
+            db_secret_arn=env.text("DB_SECRET_ARN") or None,
+            db_host=env.text("DB_HOST") or None,
+            db_connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 3, low=2, high=30),
+            db_statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 3000, low=100, high=60000),
+            session_secret_arn=env.text("SESSION_SECRET_ARN") or None,
+            session_secrets=parse_keys(env.text("SESSION_SECRETS"), "SESSION_SECRETS"),
+            session_cookie_secure=secure,
+            cookie_domain=domain,
+            session_cookie_name=env.text("SESSION_COOKIE_NAME") or default_name,
+            remember_me_seconds=env.integer("REMEMBER_ME_SECONDS", 86400, low=60),
+            session_ttl_seconds=env.integer("SESSION_TTL_SECONDS", 8 * 3600, low=60),
+            session_idle_seconds=env.integer("SESSION_IDLE_SECONDS", 3600, low=60),
+            session_touch_seconds=env.integer("SESSION_TOUCH_SECONDS", 300, low=1),
+            default_redirect=env.text("DEFAULT_REDIRECT") or "/dash/",
+            allowed_origins=tuple(o.strip().rstrip("/") for o in env.text("ALLOWED_ORIGINS").split(",") if o.strip()),
+            argon2_time_cost=env.integer("ARGON2_TIME_COST", 2, low=1, high=100),
+            argon2_memory_cost=env.integer("ARGON2_MEMORY_COST", 19456, low=8, high=4 * 1024 * 1024),
+            argon2_parallelism=env.integer("ARGON2_PARALLELISM", 1, low=1, high=64),
+            healthcheck_sql=env.text("HEALTHCHECK_SQL") or "select 1",
+            healthcheck_timeout_seconds=env.integer("HEALTHCHECK_TIMEOUT_SECONDS", 2, low=1, high=4),
+            login_max_failures_per_email=env.integer("LOGIN_MAX_FAILURES_PER_EMAIL", 5, low=1),
+            login_max_failures_per_ip=env.integer("LOGIN_MAX_FAILURES_PER_IP", 50, low=1),
+            login_failure_window_seconds=env.integer("LOGIN_FAILURE_WINDOW_SECONDS", 900, low=1),
+            login_backoff_base_seconds=env.integer("LOGIN_BACKOFF_BASE_SECONDS", 30, low=1),
+            login_backoff_max_seconds=env.integer("LOGIN_BACKOFF_MAX_SECONDS", 900, low=1),
+            register_max_per_ip=env.integer("REGISTER_MAX_PER_IP", 10, low=1),
+            register_window_seconds=env.integer("REGISTER_WINDOW_SECONDS", 3600, low=1),
+            metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE") or "dashgate",
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations that browsers or argon2 would silently break."""
+        if self.session_cookie_name.startswith("__Host-") and not self.cookie_prefix:
+            raise ConfigurationError(
+                "SESSION_COOKIE_NAME: the __Host- prefix needs SESSION_COOKIE_SECURE=true and no COOKIE_DOMAIN"
+            )
+        if self.argon2_memory_cost < 8 * self.argon2_parallelism:
+            raise ConfigurationError("ARGON2_MEMORY_COST must be at least 8 KiB per lane (ARGON2_PARALLELISM)")
+        if not _is_local_path(self.default_redirect):
+            raise ConfigurationError("DEFAULT_REDIRECT must be a local path such as /dash/")
+        if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
+            raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith("/") and not value.startswith(("//", "/\\")) and value.isprintable()
+
+
+def parse_keys(raw: str, source: str) -> tuple[str, ...]:
+    """Split a comma-separated key list (current key first), each at least MIN_KEY_LENGTH long."""
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if any(len(k) < MIN_KEY_LENGTH for k in keys):
+        raise ConfigurationError(f"{source}: every signing key must be at least {MIN_KEY_LENGTH} characters")
+    return keys
+
+
+def parse_secret_keys(secret_string: str, source: str) -> tuple[str, ...]:
+    """Read signing keys from a secret: JSON {"current": ..., "previous": [...]} or a comma list."""
+    try:
+        data = json.loads(secret_string)
+    except ValueError:
+        return parse_keys(secret_string, source)
+    if not isinstance(data, dict) or not isinstance(data.get("current"), str):
+        raise ConfigurationError(f'{source}: the secret must be JSON with a "current" key')
+    previous = data.get("previous") or []
+    if isinstance(previous, str):
+        previous = [previous]
+    return parse_keys(",".join([data["current"], *previous]), source)
+
+
+def fetch_secret_string(arn: str) -> str:
+    """Read a secret's string from AWS Secrets Manager (boto3 is imported only on this path)."""
+    import boto3
+
+    return boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+
+
+class Env:
+    """Typed reads of environment variables; each failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str:
+        """The variable's value, stripped; empty when unset."""
+        return self._environ.get(name, "").strip()
+
+    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+        """An integer within [low, high]."""
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            limit = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigurationError(f"{name} must be {limit}, not {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        """true/false, 1/0, yes/no, on/off."""
+        raw = self.text(name).lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
