@@ -60,7 +60,8 @@ def database_url(pg_server: str) -> Iterator[str]:
 def db(database_url: str) -> Iterator[psycopg.Connection]:
     """A connection for assertions; every table starts empty."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE public.users, public.dashgate_sessions, public.dashgate_throttle RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE public.users, public.dashgate_sessions, public.dashgate_throttle "
+                     "RESTART IDENTITY CASCADE")
         yield conn
 
 

@@ -242,3 +242,21 @@ def wait_for(check, timeout: float = 5.0) -> None:
 
 
 
+
+
+@contextlib.contextmanager
+def capture_logs(function: str):
+    """Collect the JSON log lines a function's Powertools logger writes (its handler's stream)."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger(f"dashgate-{function}")
+    if logger.handlers:  # Powertools' JSON formatter, once the function has been loaded
+        handler.setFormatter(logger.handlers[0].formatter)
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)

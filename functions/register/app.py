@@ -23,7 +23,8 @@ def register(request: Request) -> Response:
     raise MethodNotAllowed()
 
 
-def show_form(request: Request, status: int = 200, values: dict | None = None, err: DashgateError | None = None) -> Response:
+def show_form(request: Request, status: int = 200, values: dict | None = None,
+              err: DashgateError | None = None) -> Response:
     """The empty form, or the form again with the submitted values and the errors."""
     if request.wants_json and err is None:
         return http.json_response(200, {"fields": ["email", "first_name", "last_name", "password", "password_confirm"]})

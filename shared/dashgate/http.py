@@ -135,7 +135,8 @@ class Response:
         if settings.session_cookie_secure:
             headers["Strict-Transport-Security"] = "max-age=31536000"
         headers.update(self.headers)
-        result: dict[str, Any] = {"statusCode": self.status, "headers": headers, "body": self.body, "isBase64Encoded": False}
+        result: dict[str, Any] = {
+            "statusCode": self.status, "headers": headers, "body": self.body, "isBase64Encoded": False}
         if self.cookies:
             result["cookies"] = [c.render() for c in self.cookies]
         return result

@@ -39,7 +39,8 @@ def notices(messages: list[str], alert: str | None = None) -> str:
     return html
 
 
-def field(name: str, label: str, kind: str, value: str = "", error: str | None = None, autocomplete: str = "") -> str:
+def field(name: str, label: str, kind: str, value: str = "", *, error: str | None = None,
+          autocomplete: str = "") -> str:
     """A labelled input with its error beside it."""
     described = f' aria-invalid="true" aria-describedby="{name}-error"' if error else ""
     keep = f' value="{escape(value)}"' if kind != "password" and value else ""
@@ -61,9 +62,11 @@ def register_page(csrf_token: str, messages: list[str], *, values: dict[str, str
     """The registration form."""
     values, errors = values or {}, errors or {}
     fields = "".join([
-        field("email", "Email", "email", values.get("email", ""), errors.get("email"), "email"),
-        field("first_name", "First name", "text", values.get("first_name", ""), errors.get("first_name"), "given-name"),
-        field("last_name", "Last name", "text", values.get("last_name", ""), errors.get("last_name"), "family-name"),
+        field("email", "Email", "email", values.get("email", ""), error=errors.get("email"), autocomplete="email"),
+        field("first_name", "First name", "text", values.get("first_name", ""), error=errors.get("first_name"),
+              autocomplete="given-name"),
+        field("last_name", "Last name", "text", values.get("last_name", ""), error=errors.get("last_name"),
+              autocomplete="family-name"),
         field("password", "Password", "password", error=errors.get("password"), autocomplete="new-password"),
         field("password_confirm", "Repeat password", "password", error=errors.get("password_confirm"),
               autocomplete="new-password"),
@@ -79,10 +82,12 @@ def login_page(csrf_token: str, messages: list[str], *, next_url: str, values: d
     """The login form; `next` rides along in a hidden field."""
     values, errors = values or {}, errors or {}
     checked = " checked" if values.get("remember_me") else ""
+    email = field("email", "Email", "email", values.get("email", ""), error=errors.get("email"),
+                  autocomplete="username")
+    password = field("password", "Password", "password", error=errors.get("password"),
+                     autocomplete="current-password")
     body = (f'{notices(messages, alert)}<form method="post" action="/login/" novalidate>'
-            f'{hidden("csrf_token", csrf_token)}{hidden("next", next_url)}'
-            f'{field("email", "Email", "email", values.get("email", ""), errors.get("email"), "username")}'
-            f'{field("password", "Password", "password", error=errors.get("password"), autocomplete="current-password")}'
+            f'{hidden("csrf_token", csrf_token)}{hidden("next", next_url)}{email}{password}'
             f'<label class="check"><input type="checkbox" name="remember_me" value="y"{checked}> Remember me</label>'
             '<button type="submit">Log in</button></form>'
             '<p class="alt">New here? <a href="/register/">Create an account</a></p>')

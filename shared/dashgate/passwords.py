@@ -24,8 +24,9 @@ class Passwords:
         # the same as a real verification, so an unknown email takes as long as a wrong password
         # (Django's "run the hasher once" fix, ticket #20760). Built from random bytes, not by
         # hashing, so it adds nothing to the cold start.
-        params = self.hasher._parameters
-        self._dummy = f"$argon2id$v=19$m={params.memory_cost},t={params.time_cost},p={params.parallelism}${_b64(secrets.token_bytes(params.salt_len))}${_b64(secrets.token_bytes(params.hash_len))}"
+        p = self.hasher._parameters  # argon2-cffi keeps its Parameters here
+        salt, digest = _b64(secrets.token_bytes(p.salt_len)), _b64(secrets.token_bytes(p.hash_len))
+        self._dummy = f"$argon2id$v=19$m={p.memory_cost},t={p.time_cost},p={p.parallelism}${salt}${digest}"
 
     def hash(self, password: str) -> str:
         """Return a new argon2id hash of `password`."""

@@ -100,7 +100,8 @@ class Runtime:
         """Log why a dependency failed (the response itself carries no detail)."""
         cause = err.__cause__
         if isinstance(err, ServiceUnavailable) and cause is not None:
-            self.logger.error("Dependency unavailable", extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
+            self.logger.error("Dependency unavailable",
+                              extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
 
     def _load_tokens(self) -> Tokens | None:
         try:

@@ -23,7 +23,8 @@ def load_signing_keys(settings: Settings) -> tuple[str, ...]:
     else:
         keys = settings.session_secrets
     if not keys:
-        raise ConfigurationError("Set SESSION_SECRET_ARN (in AWS) or SESSION_SECRETS (comma-separated keys, current first)")
+        raise ConfigurationError(
+            "Set SESSION_SECRET_ARN (in AWS) or SESSION_SECRETS (comma-separated keys, current first)")
     return keys
 
 
@@ -64,7 +65,8 @@ class Tokens:
         ordered = list(reversed(keys))
         self._session = Signer(ordered, salt="dashgate.session", digest_method=hashlib.sha256)
         self._csrf = TimestampSigner(ordered, salt="dashgate.csrf", digest_method=hashlib.sha256)
-        self._flash = URLSafeTimedSerializer(ordered, salt="dashgate.flash", signer_kwargs={"digest_method": hashlib.sha256})
+        self._flash = URLSafeTimedSerializer(ordered, salt="dashgate.flash",
+                                             signer_kwargs={"digest_method": hashlib.sha256})
         prefix = settings.cookie_prefix
         self.session_cookie_name = settings.session_cookie_name
         self.csrf_cookie_name = f"{prefix}csrf"

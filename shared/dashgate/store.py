@@ -85,22 +85,19 @@ class NewSession:
 
 
 # -- SQL --------------------------------------------------------------------------------------
-HIT_REGISTER = """
-    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
-    VALUES (%(key)s, 1, %(now)s, %(now)s)
-    ON CONFLICT (key) DO UPDATE SET
-        hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
-        window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
-                                 THEN %(now)s ELSE t.window_started_at END,
-        last_hit_at = %(now)s
-    RETURNING hits, window_started_at, last_hit_at
-"""
-
 # One statement: count the attempt against the IP, then insert unless throttled or taken.
 # ON CONFLICT DO NOTHING makes concurrent registrations of one address wait for the first and
 # then insert nothing, so exactly one row exists and the others read as "taken".
-REGISTER_USER = f"""
-    WITH hit AS ({HIT_REGISTER}),
+REGISTER_USER = """
+    WITH hit AS (    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
+        VALUES (%(key)s, 1, %(now)s, %(now)s)
+        ON CONFLICT (key) DO UPDATE SET
+            hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
+            window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
+                                     THEN %(now)s ELSE t.window_started_at END,
+            last_hit_at = %(now)s
+        RETURNING hits, window_started_at, last_hit_at
+    ),
     created AS (
         INSERT INTO public.users (email, password_hash, first_name, last_name, created_at, login_count)
         SELECT %(email)s, %(password_hash)s, %(first_name)s, %(last_name)s, %(now)s, 0
@@ -206,8 +203,8 @@ class Store:
         self.round_trips = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, application_name: str = "dashgate", connect_timeout: int | None = None,
-                      statement_timeout_ms: int | None = None) -> Store:
+    def from_settings(cls, settings: Settings, *, application_name: str = "dashgate",
+                      connect_timeout: int | None = None, statement_timeout_ms: int | None = None) -> Store:
         """A store for DATABASE_URL, or for the RDS-style secret DB_SECRET_ARN (read at first connect)."""
         return cls(
             lambda: database_conninfo(settings),
@@ -272,7 +269,8 @@ class Store:
         }
         self._run(lambda conn: conn.execute(RECORD_LOGIN_SUCCESS, params))
 
-    def find_session_user(self, *, id_hash: bytes, now: datetime, idle: timedelta, touch_every: timedelta) -> User | None:
+    def find_session_user(self, *, id_hash: bytes, now: datetime, idle: timedelta,
+                          touch_every: timedelta) -> User | None:
         """The user of a live session, or None when it is unknown, revoked, expired or idle too long."""
         params = {"id_hash": id_hash, "now": now, "idle_cutoff": now - idle, "touch_cutoff": now - touch_every}
 

@@ -175,7 +175,8 @@ class Users:
     def _backoff_wait(self, hits: Hits | None, limit: int, now: datetime) -> int:
         """Seconds still to wait: base * 2^(failures beyond the limit), capped; 0 when free to try."""
         s = self.settings
-        if hits is None or hits.hits < limit or hits.last_hit_at <= now - timedelta(seconds=s.login_failure_window_seconds):
+        quiet_since = now - timedelta(seconds=s.login_failure_window_seconds)
+        if hits is None or hits.hits < limit or hits.last_hit_at <= quiet_since:
             return 0
         delay = min(s.login_backoff_base_seconds * 2 ** min(hits.hits - limit, 30), s.login_backoff_max_seconds)
         return _seconds_until(hits.last_hit_at + timedelta(seconds=delay), now)

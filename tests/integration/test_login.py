@@ -145,7 +145,8 @@ def test_failures_for_one_email_are_throttled_without_running_the_hash(load, ali
     assert refused["statusCode"] == 429
     retry_after = int(refused["headers"]["Retry-After"])
     assert 1 <= retry_after <= 30
-    assert json.loads(refused["body"])["message"] == f"Too many failed login attempts. Try again in {retry_after} seconds."
+    message = json.loads(refused["body"])["message"]
+    assert message == f"Too many failed login attempts. Try again in {retry_after} seconds."
     assert counter.verifies == 3  # the refused attempt never reached argon2
     assert sessions(db) == []
 

@@ -1,0 +1,106 @@
+"""Logs (JSON, correlation id, no secrets), metrics, and migrations applied once under a lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+from dashgate.store import Store, migrate
+
+from tests.conftest import ALICE, KEY, PASSWORD
+from tests.support import Browser, capture_logs
+
+
+def test_a_full_journey_logs_json_with_the_request_id_and_no_secret(browser: Browser, db, capsys) -> None:
+    # GIVEN every function's log stream captured (the browser fixture has loaded the functions)
+    streams = {}
+    with capture_logs("register") as streams["register"], capture_logs("login") as streams["login"], \
+            capture_logs("logout") as streams["logout"]:
+        # WHEN a user registers, fails once, signs in, and signs out
+        browser.submit("/register/", ALICE)
+        browser.submit("/login/", {"email": ALICE["email"], "password": "wrong password"})
+        browser.submit("/login/", {"email": ALICE["email"], "password": PASSWORD, "remember_me": "y"})
+        session_cookie = browser.jar["__Host-session"]
+        csrf_cookie = browser.jar["__Host-csrf"]
+        browser.get("/logout/")
+    lines = [line for s in streams.values() for line in s.getvalue().splitlines() if line.strip()]
+    stdout = capsys.readouterr().out
+
+    # THEN each line is JSON with the API Gateway request id as correlation id
+    records = [json.loads(line) for line in lines]
+    requests = [r for r in records if r["message"] == "request"]
+    assert len(requests) >= 7
+    assert all(r["correlation_id"].startswith("req-") for r in requests)
+    assert {r["status"] for r in requests} >= {200, 303, 401}
+    # AND no password, hash, cookie, token or key appears anywhere in the output
+    password_hash = db.execute("SELECT password_hash FROM public.users").fetchone()[0]
+    secrets = [PASSWORD, "wrong password", password_hash, password_hash.split("$")[-1], session_cookie,
+               session_cookie.split(".")[0], csrf_cookie, KEY]
+    for text in ("\n".join(lines), stdout):
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_metrics_are_emitted_in_embedded_metric_format(browser: Browser, capsys) -> None:
+    capsys.readouterr()
+    browser.submit("/register/", ALICE)
+
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+
+    assert any(m.get("Registrations") == [1.0] for m in emitted)
+    assert emitted[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "dashgate-tests"
+
+
+def test_migrations_apply_once_and_concurrently_under_the_lock(pg_server: str) -> None:
+    # GIVEN an empty database
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dashgate_migrate_test WITH (FORCE)")
+        admin.execute("CREATE DATABASE dashgate_migrate_test")
+    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_migrate_test")
+    applied: list[list[str]] = []
+
+    def run() -> None:
+        store = Store(lambda: url)
+        applied.append(store.migrate())
+        store.close()
+
+    # WHEN four processes migrate at once, and then once more
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with psycopg.connect(url, autocommit=True) as conn:
+        again = migrate(conn)
+        versions = [row[0] for row in conn.execute("SELECT version FROM public.dashgate_schema_migrations")]
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE dashgate_migrate_test WITH (FORCE)")
+
+    # THEN exactly one applied each migration, and nothing was left to do
+    assert sorted(len(a) for a in applied) == [0, 0, 0, len(versions)]
+    assert again == []
+    assert versions[0] == "0001_users_sessions_throttle"
+
+
+def test_migrations_complete_a_users_table_made_by_the_flask_app(pg_server: str) -> None:
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dashgate_adopt_test WITH (FORCE)")
+        admin.execute("CREATE DATABASE dashgate_adopt_test")
+    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_adopt_test")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.users (id serial PRIMARY KEY, email varchar(60) UNIQUE NOT NULL, "
+                     "password_hash varchar(256), first_name varchar(50), last_name varchar(50), "
+                     "created_at timestamp DEFAULT now() NOT NULL)")
+        conn.execute("INSERT INTO public.users (email, password_hash) VALUES ('old@example.com', 'pbkdf2:sha256:x')")
+
+        migrate(conn)
+
+        row = conn.execute("SELECT email, password_hash, login_count FROM public.users").fetchone()
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE dashgate_adopt_test WITH (FORCE)")
+
+    assert row == ("old@example.com", "pbkdf2:sha256:x", None)
+    assert {"last_login_at", "last_login_ip", "login_count"} <= columns
