@@ -177,7 +177,8 @@ def test_the_login_form_does_not_carry_a_foreign_next(browser: Browser, vector: 
 
 
 def test_a_failed_login_does_not_carry_a_foreign_next(browser: Browser, alice: dict) -> None:
-    response = browser.submit("/login/", {"email": alice["email"], "password": "wrong password", "next": "//evil.example"})
+    fields = {"email": alice["email"], "password": "wrong password", "next": "//evil.example"}
+    response = browser.submit("/login/", fields)
     assert response["statusCode"] == 401
     assert "evil.example" not in response["body"]
 
@@ -188,7 +189,8 @@ def test_a_failed_login_does_not_carry_a_foreign_next(browser: Browser, alice: d
     ("/dash/café", "/dash/caf%C3%A9"),
 ])
 def test_login_follows_a_local_next(browser: Browser, alice: dict, next_url: str, location: str) -> None:
-    response = browser.submit("/login/?" + urlencode({"next": next_url}), {"email": alice["email"], "password": PASSWORD})
+    fields = {"email": alice["email"], "password": PASSWORD}
+    response = browser.submit("/login/?" + urlencode({"next": next_url}), fields)
     assert response["headers"]["Location"] == location
 
 
@@ -209,7 +211,8 @@ CRLF_VECTORS = [
 @pytest.mark.parametrize("where", ["query", "form", "signed-in get"])
 def test_next_with_crlf_never_splits_a_header(browser: Browser, alice: dict, vector: str, where: str) -> None:
     if where == "query":
-        response = browser.submit("/login/?" + urlencode({"next": vector}), {"email": alice["email"], "password": PASSWORD})
+        fields = {"email": alice["email"], "password": PASSWORD}
+        response = browser.submit("/login/?" + urlencode({"next": vector}), fields)
     elif where == "form":
         response = browser.submit("/login/", {"email": alice["email"], "password": PASSWORD, "next": vector})
     else:
@@ -672,7 +675,8 @@ def test_an_attackers_session_planted_in_a_victims_browser_is_revoked_at_login(
         browser: Browser, alice: dict, new_browser, db: psycopg.Connection) -> None:
     attacker = new_browser()
     assert attacker.submit("/register/", NEW_USER)["statusCode"] == 303
-    assert attacker.submit("/login/", {"email": NEW_USER["email"], "password": NEW_USER["password"]})["statusCode"] == 303
+    credentials = {"email": NEW_USER["email"], "password": NEW_USER["password"]}
+    assert attacker.submit("/login/", credentials)["statusCode"] == 303
     planted = attacker.jar[SESSION]
     victim = new_browser()
     victim.jar[SESSION] = planted
