@@ -2,11 +2,15 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+TOOLS := .venv-tools
 INSTALLED := $(VENV)/.installed
+TOOLS_INSTALLED := $(TOOLS)/.installed
+# sam needs a region; telemetry off keeps it offline; it finds python3.13 in our virtualenv.
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam
 
-.PHONY: install test lint clean
+.PHONY: install test lint build deploy clean
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(TOOLS_INSTALLED)
 
 $(INSTALLED): requirements-dev.txt shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -14,12 +18,26 @@ $(INSTALLED): requirements-dev.txt shared/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-lint: $(INSTALLED)
+## SAM CLI and cfn-lint live apart: aws-sam-cli pins its own boto3.
+$(TOOLS_INSTALLED): requirements-tools.txt
+	@test -x $(TOOLS)/bin/python || "$$(scripts/find-python)" -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	@touch $@
+
+lint: install
 	$(VENV)/bin/ruff check .
 
 ## Every test against a real PostgreSQL: DATABASE_URL's server when set, else a throwaway cluster.
 test: lint
 	$(PY) -m pytest
 
+## Build the functions and the arm64 layer (no container needed), then deploy with a guided prompt.
+build: install
+	$(SAM) build
+
+deploy: build
+	$(SAM) deploy --guided
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache

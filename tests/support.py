@@ -72,7 +72,9 @@ def make_event(method: str, path: str, *, form: dict[str, Any] | None = None, js
     if raw is not None:
         hdrs["content-length"] = str(len(raw))
     hdrs.update({k.lower(): v for k, v in (headers or {}).items()})
-    route = path.rstrip("/") or "/"
+    # The route that matched: a path with a trailing slash arrives on the greedy child route
+    # (template.yaml explains why); the bare path on its own route.
+    route = f"{path}{{proxy+}}" if path.endswith("/") and path != "/" else path
     now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",

@@ -11,7 +11,7 @@ HEALTHY = "The app and database are working fine"
 UNHEALTHY = "The database is not reachable"
 
 # Health needs no signing keys, and short timeouts so a monitor hears 503 well within 5 seconds.
-runtime = Runtime("health", sessions=False, health_timeouts=True)
+runtime = Runtime("health", "/healthcheck", sessions=False, health_timeouts=True)
 
 
 def health(request: Request) -> Response:

@@ -8,7 +8,7 @@ from dashgate.http import Request, Response
 from dashgate.runtime import Runtime, utcnow
 from dashgate.users import SignIn, normalise_email
 
-runtime = Runtime("login", passwords=True)
+runtime = Runtime("login", "/login", passwords=True)
 
 
 def login(request: Request) -> Response:

@@ -7,7 +7,7 @@ from dashgate.errors import MethodNotAllowed
 from dashgate.http import Request, Response
 from dashgate.runtime import Runtime, utcnow
 
-runtime = Runtime("logout")
+runtime = Runtime("logout", "/logout")
 
 
 def logout(request: Request) -> Response:

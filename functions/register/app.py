@@ -11,7 +11,7 @@ from dashgate.users import SignUp, normalise_email
 #: The seed app's wording, shown once on the login page after a successful registration.
 REGISTERED = "You have successfully registered! You may now login."
 
-runtime = Runtime("register", passwords=True)
+runtime = Runtime("register", "/register", passwords=True)
 
 
 def register(request: Request) -> Response:

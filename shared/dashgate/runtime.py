@@ -12,7 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dashgate import pages
-from dashgate.errors import ConfigurationError, DashgateError, ServiceUnavailable
+from dashgate.errors import ConfigurationError, DashgateError, NotFound, ServiceUnavailable
 from dashgate.http import Request, Response, error_headers, error_payload, json_response
 from dashgate.passwords import Passwords
 from dashgate.sessions import Tokens, load_signing_keys
@@ -31,9 +31,12 @@ def utcnow() -> datetime:
 class Runtime:
     """Settings, store, signing keys, logger and metrics of one function, built at cold start."""
 
-    def __init__(self, service: str, *, sessions: bool = True, passwords: bool = False,
+    def __init__(self, service: str, route: str, *, sessions: bool = True, passwords: bool = False,
                  health_timeouts: bool = False) -> None:
         self.service = service
+        #: The path this function serves, without the trailing slash. The gateway also routes
+        #: `<route>/{proxy+}` here, because a route key cannot end in "/" (see template.yaml).
+        self.route = route
         self.settings = Settings.from_env()
         self.logger = Logger(service=f"dashgate-{service}")
         self.metrics = Metrics(namespace=self.settings.metrics_namespace, service=f"dashgate-{service}")
@@ -71,6 +74,8 @@ class Runtime:
             started = time.perf_counter()
             request = Request.from_event(event if isinstance(event, dict) else {})
             try:
+                if request.path.rstrip("/") != self.route:
+                    raise NotFound()
                 response = route(request)
             except DashgateError as err:
                 self.log_error(err)

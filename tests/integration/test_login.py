@@ -296,3 +296,10 @@ def test_a_refused_attempt_costs_one_round_trip(load, alice: dict) -> None:
 
     assert login_json(module, CREDENTIALS)["statusCode"] == 429
     assert module.runtime.store.round_trips - before == 1
+
+
+def test_a_child_path_of_the_route_is_not_found(handlers: dict) -> None:
+    # The gateway routes /login/{proxy+} here so that /login/ arrives; /login/anything is not ours.
+    response = handlers["login"].lambda_handler(make_event("GET", "/login/extra"), LambdaContext())
+
+    assert response["statusCode"] == 404

@@ -1,0 +1,78 @@
+"""The deploy-time migration step: a custom resource that migrates and always answers CloudFormation."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import psycopg
+import pytest
+
+from tests.support import LambdaContext, load_handler
+
+
+@pytest.fixture
+def cloudformation():
+    """A local stand-in for the pre-signed S3 ResponseURL: records each PUT."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"content_type": self.headers.get("Content-Type"), "body": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/response", received
+    server.shutdown()
+
+
+@pytest.fixture
+def empty_database(pg_server: str):
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dashgate_deploy_test WITH (FORCE)")
+        admin.execute("CREATE DATABASE dashgate_deploy_test")
+    yield psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_deploy_test")
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE dashgate_deploy_test WITH (FORCE)")
+
+
+def custom_resource_event(request_type: str, url: str) -> dict:
+    return {"RequestType": request_type, "ResponseURL": url, "StackId": "arn:aws:cloudformation:eu-west-1:1:stack/s/x",
+            "RequestId": "req-1", "LogicalResourceId": "SchemaMigrations", "ResourceType": "Custom::DashgateMigrations",
+            "ResourceProperties": {"ServiceToken": "arn", "LayerVersion": "arn:layer:1"}}
+
+
+def test_create_migrates_and_reports_success(monkeypatch, cloudformation, empty_database: str) -> None:
+    url, received = cloudformation
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    module = load_handler("migrate")
+
+    module.lambda_handler(custom_resource_event("Create", url), LambdaContext())
+    module.lambda_handler(custom_resource_event("Update", url), LambdaContext())
+    module.lambda_handler(custom_resource_event("Delete", url), LambdaContext())
+
+    assert [r["body"]["Status"] for r in received] == ["SUCCESS"] * 3
+    assert received[0]["body"]["Data"] == {"Applied": "0001_users_sessions_throttle"}
+    assert received[1]["body"]["Data"] == {"Applied": "none"}
+    assert {r["body"]["PhysicalResourceId"] for r in received} == {"dashgate-schema"}
+    assert received[0]["content_type"] == ""
+    with psycopg.connect(empty_database) as conn:  # Delete dropped nothing
+        assert conn.execute("SELECT count(*) FROM public.dashgate_schema_migrations").fetchone()[0] == 1
+
+
+def test_a_database_failure_is_reported_not_left_hanging(monkeypatch, cloudformation) -> None:
+    url, received = cloudformation
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/postgres")
+    module = load_handler("migrate")
+
+    module.lambda_handler(custom_resource_event("Create", url), LambdaContext())
+
+    assert received[0]["body"]["Status"] == "FAILED"
+    assert "OperationalError" in received[0]["body"]["Reason"]

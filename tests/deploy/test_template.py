@@ -1,0 +1,213 @@
+"""The SAM template, proved offline: lint, validate, the translated route table, and an arm64 build."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from tests.support import ROOT, load_handler
+
+TOOLS = ROOT / ".venv-tools" / "bin"
+OFFLINE_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1",
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+FUNCTIONS = {"register": "RegisterFunction", "login": "LoginFunction", "logout": "LogoutFunction",
+             "health": "HealthFunction"}
+#: The SPEC's route table: path → (function, methods).
+SPEC_ROUTES = {"/register/": ("RegisterFunction", {"GET", "POST"}), "/login/": ("LoginFunction", {"GET", "POST"}),
+               "/logout/": ("LogoutFunction", {"GET", "POST"}), "/healthcheck/": ("HealthFunction", {"GET"})}
+
+
+class NoManagedPolicies:
+    """Stands in for the translator's IAM lookup (iam:ListPolicies): no AWS account needed."""
+
+    def load(self) -> dict:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict:
+    """template.yaml through the SAM transform, offline, as CloudFormation would receive it."""
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    for resource in template["Resources"].values():  # `sam package` would have uploaded these
+        props = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://offline-bucket/{props[key].strip('/')}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+    return transform(template, {}, NoManagedPolicies())
+
+
+def route_table(cfn: dict) -> dict[str, str]:
+    """Route key → integration target (a function's logical id, or the proxied URL's parameter)."""
+    api = next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    routes = {}
+    for path, methods in api["Properties"]["Body"]["paths"].items():
+        for method, operation in methods.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            key = "$default" if operation.get("isDefaultRoute") else (
+                f"{'ANY' if method == 'x-amazon-apigateway-any-method' else method.upper()} {path}")
+            uri = integration["uri"]
+            if integration["type"] == "http_proxy":
+                routes[key] = f"http_proxy:{uri['Ref']}"
+            else:
+                routes[key] = re.search(r"\$\{(\w+)\.Arn\}", uri["Fn::Sub"]).group(1)
+    return routes
+
+
+def gateway_match(routes: dict[str, str], method: str, path: str) -> str:
+    """HTTP API route selection: an exact route, else the longest greedy {proxy+} prefix, else $default."""
+    if f"{method} {path}" in routes:
+        return routes[f"{method} {path}"]
+    greedy = [(key, target) for key, target in routes.items()
+              if key.startswith(f"{method} ") and key.endswith("/{proxy+}")
+              and path.startswith(key.split(" ", 1)[1].removesuffix("{proxy+}"))]
+    return max(greedy, key=lambda kt: len(kt[0]))[1] if greedy else routes["$default"]
+
+
+def test_no_route_key_ends_in_a_slash(translated: dict) -> None:
+    # API Gateway refuses such keys and SAM drops them silently (aws/serverless-application-model#1949)
+    assert [key for key in route_table(translated) if key.endswith("/") and key != "$default"] == []
+
+
+@pytest.mark.parametrize("path", list(SPEC_ROUTES))
+def test_each_spec_route_reaches_its_function_with_and_without_the_slash(translated: dict, path: str) -> None:
+    routes = route_table(translated)
+    function, methods = SPEC_ROUTES[path]
+
+    for method in methods:
+        assert f"{method} {path.rstrip('/')}" in routes
+        assert f"{method} {path}{{proxy+}}" in routes
+        assert gateway_match(routes, method, path) == function
+        assert gateway_match(routes, method, path.rstrip("/")) == function
+    for method in {"PUT", "DELETE", "PATCH"} | ({"POST"} - methods):
+        assert gateway_match(routes, method, path) == "http_proxy:DashboardUrl"
+
+
+def test_every_other_path_goes_to_the_dashboard(translated: dict) -> None:
+    routes = route_table(translated)
+
+    assert routes["$default"] == "http_proxy:DashboardUrl"
+    for method, path in [("GET", "/"), ("GET", "/dash/"), ("POST", "/_dash-update-component"), ("GET", "/loginx")]:
+        assert gateway_match(routes, method, path) == "http_proxy:DashboardUrl"
+
+
+def test_every_function_runs_arm64_python313_with_the_layer(translated: dict) -> None:
+    functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
+
+    assert set(functions) == {*FUNCTIONS.values(), "MigrateFunction"}
+    for resource in functions.values():
+        props = resource["Properties"]
+        assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
+        assert props["Layers"] == [{"Ref": "DashgateLayer"}] or "DashgateLayer" in json.dumps(props["Layers"])
+
+
+def test_the_layer_builds_for_arm64(translated: dict) -> None:
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    layer = template["Resources"]["DashgateLayer"]
+
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["ContentUri"] == "shared/"
+    requirements = [line for line in (ROOT / "shared" / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert requirements and not [line for line in requirements if line.startswith(("boto3", "botocore"))]
+
+
+@pytest.mark.parametrize("name", [*FUNCTIONS, "migrate"])
+def test_each_handler_named_in_the_template_imports_and_is_callable(name: str, env: dict) -> None:
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    logical = FUNCTIONS.get(name, "MigrateFunction")
+    props = template["Resources"][logical]["Properties"]
+    module_name, function = props["Handler"].split(".")
+
+    module = load_handler(name)
+
+    assert props["CodeUri"] == f"functions/{name}/" and module_name == "app"
+    assert callable(getattr(module, function))
+    if hasattr(module, "runtime"):
+        module.runtime.store.close()
+
+
+def test_secrets_are_read_with_least_privilege(translated: dict) -> None:
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    secret = template["Resources"]["SessionSecret"]["Properties"]["GenerateSecretString"]
+    policies = {name: json.dumps(template["Resources"][logical]["Properties"]["Policies"])
+                for name, logical in {**FUNCTIONS, "migrate": "MigrateFunction"}.items()}
+
+    assert secret["GenerateStringKey"] == "current" and secret["PasswordLength"] >= 32  # the shape sessions reads
+    for name, policy in policies.items():
+        assert "DbSecretArn" in policy
+        assert ("SessionSecret" in policy) == (name in ("register", "login", "logout"))
+    roles = [r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    for role in roles:
+        for statement in json.dumps(role["Properties"].get("Policies", [])).split("Statement")[1:]:
+            assert '"Action": "*"' not in statement
+
+
+def test_operations_resources_are_present(translated: dict) -> None:
+    resources = translated["Resources"]
+    log_groups = {r["Properties"].get("LogGroupName", {}).get("Fn::Sub", "") for r in resources.values()
+                  if r["Type"] == "AWS::Logs::LogGroup"}
+    stage = next(r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")
+
+    assert {f"/aws/lambda/${{{f}}}" for f in [*FUNCTIONS.values(), "MigrateFunction"]} <= log_groups
+    assert "AccessLogSettings" in stage["Properties"]
+    assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
+    assert resources["HealthCanary"]["Condition"] == resources["HealthCanaryAlarm"]["Condition"] == "CanaryEnabled"
+    assert resources["HealthCanary"]["Properties"]["RuntimeVersion"] == {"Ref": "CanaryRuntimeVersion"}
+    assert resources["SchemaMigrations"]["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
+    assert set(translated["Outputs"]) >= {"ApiUrl", "HealthUrl"}
+
+
+def run_tool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    assert (TOOLS / args[0]).exists(), "run `make test` (it installs .venv-tools)"
+    return subprocess.run([str(TOOLS / args[0]), *args[1:]], cwd=cwd, env=OFFLINE_ENV, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_cfn_lint_with_the_serverless_rules_reports_nothing() -> None:
+    result = run_tool("cfn-lint", "--append-rules", "cfn_lint_serverless.rules", "--", "template.yaml")
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_sam_validate_lint_passes_offline() -> None:
+    result = run_tool("sam", "validate", "--lint", "--region", "eu-west-1")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def elf_machine(path: Path) -> int | None:
+    """The e_machine field of an ELF file (183 = AArch64, 62 = x86-64), None for other files."""
+    header = path.read_bytes()[:20]
+    return int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" else None
+
+
+def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> None:
+    # sam looks for python3.13 on PATH; the project's virtualenv has one where the machine does
+    # (a pyenv shim may name one it cannot run).
+    venv_python = ROOT / ".venv" / "bin" / "python3.13"
+    if not venv_python.exists():
+        pytest.skip("no python3.13 on this machine: sam cannot build for the python3.13 runtime")
+    env_path = f"{venv_python.parent}:{OFFLINE_ENV['PATH']}"
+    build = tmp_path / "build"
+
+    result = subprocess.run([str(TOOLS / "sam"), "build", "--build-dir", str(build), "--template", "template.yaml"],
+                            cwd=ROOT, env={**OFFLINE_ENV, "PATH": env_path}, capture_output=True, text=True,
+                            timeout=900, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    layer = build / "DashgateLayer" / "python"
+    binaries = {p: elf_machine(p) for p in layer.rglob("*.so*") if p.is_file()}
+    assert binaries and set(binaries.values()) == {183}, {str(p): m for p, m in binaries.items() if m != 183}
+    assert not (layer / "boto3").exists() and not (layer / "botocore").exists()
+    assert (layer / "dashgate" / "migrations" / "0001_users_sessions_throttle.sql").exists()
+    sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in build.iterdir() if d.is_dir()}
+    print("built sizes (bytes):", json.dumps(sizes, sort_keys=True))
