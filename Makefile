@@ -8,7 +8,7 @@ TOOLS_INSTALLED := $(TOOLS)/.installed
 # sam needs a region; telemetry off keeps it offline; it finds python3.13 in our virtualenv.
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam
 
-.PHONY: install test lint build deploy clean
+.PHONY: install run test lint browser build deploy clean
 
 install: $(INSTALLED) $(TOOLS_INSTALLED)
 
@@ -25,11 +25,24 @@ $(TOOLS_INSTALLED): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt
 	@touch $@
 
+## The whole API on http://127.0.0.1:3000 (PORT to change), on an embedded PostgreSQL unless
+## DATABASE_URL is set. Needs only the project's virtualenv.
+run: $(INSTALLED)
+	$(PY) -m localrun
+
+## The browser test drives Debian's chromium (never a downloaded browser); install it if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 ## Every test against a real PostgreSQL: DATABASE_URL's server when set, else a throwaway cluster.
-test: lint
+test: lint browser
 	$(PY) -m pytest
 
 ## Build the functions and the arm64 layer (no container needed), then deploy with a guided prompt.

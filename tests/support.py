@@ -7,20 +7,18 @@ import contextlib
 import importlib.util
 import itertools
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
+
+from localrun.gateway import build_event
+from localrun.postgres import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "abc123xyz.execute-api.eu-west-1.amazonaws.com"
@@ -42,21 +40,19 @@ class LambdaContext:
 def make_event(method: str, path: str, *, form: dict[str, Any] | None = None, json_body: Any = None,
                body: str | bytes | None = None, content_type: str | None = None, headers: dict[str, str] | None = None,
                cookies: list[str] | None = None, query: str = "", source_ip: str = "203.0.113.10",
-               base64_body: bool = True) -> dict[str, Any]:
-    """An API Gateway HTTP API payload 2.0 event, as API Gateway builds it.
+               base64_body: bool | None = None) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event, built by the same code as `make run`'s gateway.
 
-    Forms are base64-encoded (API Gateway encodes bodies it does not treat as text), the Cookie
-    header moves to `cookies`, header names are lower-case.
+    Forms arrive base64-encoded and JSON as text (as API Gateway sends them) unless `base64_body`
+    forces one or the other; the Cookie header moves to `cookies`; header names are lower-case.
     """
     raw: bytes | None = None
     if form is not None:
         raw, content_type = urlencode(form).encode(), content_type or "application/x-www-form-urlencoded"
     elif json_body is not None:
         raw, content_type = json.dumps(json_body).encode(), content_type or "application/json"
-        base64_body = False if base64_body is True else base64_body
     elif body is not None:
         raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-    request_id = f"req-{next(_counter)}-{uuid.uuid4().hex[:8]}"
     hdrs = {
         "accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
         "accept-encoding": "gzip, deflate, br",
@@ -72,40 +68,16 @@ def make_event(method: str, path: str, *, form: dict[str, Any] | None = None, js
     if raw is not None:
         hdrs["content-length"] = str(len(raw))
     hdrs.update({k.lower(): v for k, v in (headers or {}).items()})
+    header_list = list(hdrs.items()) + ([("cookie", "; ".join(cookies))] if cookies else [])
     # The route that matched: a path with a trailing slash arrives on the greedy child route
     # (template.yaml explains why); the bare path on its own route.
     route = f"{path}{{proxy+}}" if path.endswith("/") and path != "/" else path
-    now = datetime.now(UTC)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"{method} {route}",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": hdrs,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123xyz",
-            "domainName": HOST,
-            "domainPrefix": "abc123xyz",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": hdrs["user-agent"]},
-            "requestId": request_id,
-            "routeKey": f"{method} {route}",
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if query:
-        from urllib.parse import parse_qs
-
-        event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query, keep_blank_values=True).items()}
-    if raw is not None:
-        event["body"] = base64.b64encode(raw).decode() if base64_body else raw.decode("utf-8", "surrogatepass")
-        event["isBase64Encoded"] = bool(base64_body)
+    event = build_event(method, path, query, header_list, raw, source_ip=source_ip, route_key=f"{method} {route}",
+                        request_id=f"req-{next(_counter)}-{uuid.uuid4().hex[:8]}")
+    if raw is not None and base64_body is not None:
+        event["isBase64Encoded"] = base64_body
+        event["body"] = base64.b64encode(raw).decode() if base64_body else (
+            body if isinstance(body, str) else raw.decode("utf-8", "surrogatepass"))
     return event
 
 
@@ -186,52 +158,19 @@ class Browser:
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
-def free_port() -> int:
-    """An unused TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bin(name: str) -> str:
-    """A PostgreSQL server binary: on PATH, or in Debian's versioned folder."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
-    if not candidates:
-        raise RuntimeError(f"PostgreSQL's {name} was not found: install the postgresql package")
-    return str(candidates[0])
-
-
 class ThrowawayCluster:
-    """A private PostgreSQL cluster in a temporary folder (run as `postgres` when we are root)."""
+    """A private PostgreSQL in a temporary folder, deleted by stop() (the same code as `make run`'s)."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="dashgate-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.as_root = os.geteuid() == 0
-
-    def _run(self, *args: str) -> None:
-        cmd = ["runuser", "-u", "postgres", "--", *args] if self.as_root else list(args)
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        self.cluster = Cluster(Path(tempfile.mkdtemp(prefix="dashgate-pg-")))
 
     def start(self) -> str:
-        """initdb and start; return a URL for the `postgres` superuser."""
-        if self.as_root:
-            shutil.chown(self.dir, "postgres")
-            self.dir.chmod(0o700)
-        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        """Start it; return a URL for the `postgres` superuser's database."""
+        return self.cluster.start().rsplit("/", 1)[0] + "/postgres"
 
     def stop(self) -> None:
         """Stop the server and delete its files."""
-        with contextlib.suppress(Exception):
-            self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.cluster.destroy()
 
 
 def wait_for(check, timeout: float = 5.0) -> None:

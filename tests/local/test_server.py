@@ -1,0 +1,179 @@
+"""`make run`: routes from template.yaml, real events, the $default proxy, the embedded database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from localrun import postgres, server
+from localrun.gateway import build_event, read_routes, response_parts, select_route
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+OPENER = urllib.request.build_opener(NoRedirects)
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    """(status, headers as a list of pairs, body text) without following redirects."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with OPENER.open(request, timeout=10) as response:
+            return response.status, response.headers.items(), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.items(), error.read().decode()
+
+
+# -- the gateway, in-process ------------------------------------------------------------------------
+def test_routes_come_from_the_template_with_and_without_the_slash() -> None:
+    routes = read_routes()
+
+    for path, function in [("/register/", "RegisterFunction"), ("/login", "LoginFunction"),
+                           ("/logout/", "LogoutFunction"), ("/healthcheck/", "HealthFunction")]:
+        assert select_route(routes, "GET", path)[0].function == function
+    assert select_route(routes, "GET", "/login/")[1] == {"proxy": ""}
+    assert select_route(routes, "GET", "/dash/") is None  # $default
+    assert select_route(routes, "DELETE", "/login/") is None
+
+
+def test_events_are_built_as_api_gateway_builds_them() -> None:
+    event = build_event("POST", "/login/", "next=%2Fdash%2F", [("Host", "127.0.0.1:3000"),
+                        ("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", "a=1; b=2"),
+                        ("X-Multi", "1"), ("X-Multi", "2")], b"email=a%40b.c",
+                        source_ip="127.0.0.1", route_key="POST /login/{proxy+}")
+
+    parsed = APIGatewayProxyEventV2(event)  # Powertools' reading of a real payload 2.0 event
+    assert parsed.cookies == ["a=1", "b=2"] and "cookie" not in event["headers"]
+    assert parsed.is_base64_encoded and parsed.decoded_body == "email=a%40b.c"
+    assert parsed.request_context.http.source_ip == "127.0.0.1"
+    assert parsed.query_string_parameters == {"next": "/dash/"}
+    assert event["headers"]["x-multi"] == "1,2" and event["routeKey"] == "POST /login/{proxy+}"
+
+
+def test_each_cookie_becomes_its_own_set_cookie_header() -> None:
+    status, headers, body = response_parts({"statusCode": 303, "headers": {"Location": "/"}, "body": "",
+                                            "cookies": ["a=1; Path=/", "b=2; Path=/"]})
+
+    assert status == 303 and body == b""
+    assert [v for k, v in headers if k == "Set-Cookie"] == ["a=1; Path=/", "b=2; Path=/"]
+
+
+def test_without_postgres_binaries_it_says_what_to_install(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(postgres, "DEBIAN_PG_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(server, "LOCAL_DIR", tmp_path / "local")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SESSION_SECRETS", "k" * 40)
+
+    assert server.main() == 1
+    message = capsys.readouterr().err
+    assert "initdb, pg_ctl" in message and "apt install postgresql" in message and "DATABASE_URL" in message
+
+
+# -- the server, as a process -------------------------------------------------------------------------
+def test_the_api_is_served_through_the_real_handlers(start_server, database_url: str, db) -> None:
+    local = start_server(DATABASE_URL=database_url)
+    user = {"email": "jane@example.com", "password": "correct horse battery", "first_name": "Jane", "last_name": "D"}
+
+    created = fetch(f"{local.url}/register/", "POST", json.dumps(user).encode(), {"Content-Type": "application/json"})
+    login = fetch(f"{local.url}/login", "POST", json.dumps(user).encode(), {"Content-Type": "application/json"})
+    health = fetch(f"{local.url}/healthcheck/")
+    form = fetch(f"{local.url}/login/?next=/dash/")
+
+    assert created[0] == 201 and json.loads(created[2])["user"]["first_name"] == "Jane"
+    assert login[0] == 200 and next(v for k, v in login[1] if k == "Set-Cookie").startswith("session=")
+    assert health == (200, health[1], "The app and database are working fine")
+    assert form[0] == 200 and 'name="next" value="/dash/"' in form[2]
+    assert db.execute("SELECT last_login_ip FROM public.users").fetchone()[0] == "127.0.0.1"
+    assert local.stop() == 0
+    printed = "".join(local.lines)
+    assert "POST /register/ 201" in printed and "RegisterFunction" in printed
+    assert "GET /healthcheck/ 200" in printed and "Stopping." in printed
+
+
+def test_the_built_in_dashboard_sends_signed_out_visitors_to_login(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url)
+
+    dash = fetch(f"{local.url}/dash/?ticker=AAPL")
+    home = fetch(f"{local.url}/")
+
+    assert dash[0] == 303 and dict(dash[1])["Location"] == "/login/?next=%2Fdash%2F%3Fticker%3DAAPL"
+    assert home[0] == 200 and 'href="/register/"' in home[2] and 'href="/login/"' in home[2]
+
+
+@pytest.fixture
+def upstream():
+    """A stand-in dashboard host that records what reaches it."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                         "body": self.rfile.read(length)})
+            self.send_response(201)
+            self.send_header("Set-Cookie", "dash_a=1; Path=/")
+            self.send_header("Set-Cookie", "dash_b=2; Path=/")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"from dash")
+
+        do_GET = do_PUT = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    host = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{host.server_port}", seen
+    host.shutdown()
+
+
+def test_default_is_a_real_proxy_to_the_dashboard(start_server, database_url: str, upstream) -> None:
+    dashboard_url, seen = upstream
+    local = start_server(DATABASE_URL=database_url, DASHBOARD_URL=dashboard_url)
+
+    status, headers, body = fetch(f"{local.url}/_dash-update-component?x=1&y=2", "PUT", b'{"a": 1}',
+                                  {"Content-Type": "application/json", "X-Custom": "yes", "Cookie": "s=1"})
+
+    assert (status, body) == (201, "from dash")
+    assert [v for k, v in headers if k == "Set-Cookie"] == ["dash_a=1; Path=/", "dash_b=2; Path=/"]
+    request = seen[0]
+    assert (request["method"], request["path"], request["body"]) == ("PUT", "/_dash-update-component?x=1&y=2",
+                                                                     b'{"a": 1}')
+    assert request["headers"]["X-Custom"] == "yes" and request["headers"]["Cookie"] == "s=1"
+    assert fetch(f"{local.url}/login/")[0] == 200  # our routes still go to the functions
+
+
+def test_the_embedded_database_keeps_its_data_between_runs(start_server) -> None:
+    user = {"email": "kept@example.com", "password": "correct horse battery", "first_name": "K", "last_name": "P"}
+    # (a folder the `postgres` user can reach, as the repository's .local/ is; pytest's tmp_path is not)
+    tmp_path = Path(tempfile.mkdtemp(prefix="dashgate-local-"))
+    tmp_path.chmod(0o755)
+    local_dir = str(tmp_path / "kept")
+    first = start_server(DASHGATE_LOCAL_DIR=local_dir)
+    assert fetch(f"{first.url}/register/", "POST", json.dumps(user).encode(),
+                 {"Content-Type": "application/json"})[0] == 201
+    assert first.stop() == 0
+    assert not (tmp_path / "kept" / "postgres" / "data" / "postmaster.pid").exists()  # stopped with the server
+
+    second = start_server(DASHGATE_LOCAL_DIR=local_dir)
+    login = fetch(f"{second.url}/login/", "POST", json.dumps(user).encode(), {"Content-Type": "application/json"})
+
+    assert login[0] == 200
+    assert (tmp_path / "kept" / "session-key").exists()
+    second.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
