@@ -8,7 +8,7 @@ TOOLS_INSTALLED := $(TOOLS)/.installed
 # sam needs a region; telemetry off keeps it offline; it finds python3.13 in our virtualenv.
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam
 
-.PHONY: install run test lint browser build deploy clean
+.PHONY: install run test lint browser build deploy bench clean
 
 install: $(INSTALLED) $(TOOLS_INSTALLED)
 
@@ -51,6 +51,11 @@ build: install
 
 deploy: build
 	$(SAM) deploy --guided
+
+## Cold starts, warm latency, round trips, timing parity and built sizes against a real PostgreSQL;
+## prints a table with each budget met or not and writes .bench/*.json. BENCH_ARGS: see --help.
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import http.client
-from datetime import UTC, datetime
+import io
 from html import escape
-from urllib.parse import quote, urlsplit
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
 
 from dashgate import pages
-from dashgate.http import parse_cookies
-from dashgate.users import Users
+from dashgate.guard import current_user
 
 #: Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded by a proxy.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -40,31 +40,51 @@ def proxy(base_url: str, method: str, target: str, headers: list[tuple[str, str]
         connection.close()
 
 
-class BuiltInDashboard:
-    """`/` links to sign-up and sign-in; `/dash/` greets the signed-in user; others go to the login page."""
-
-    def __init__(self, users: Users) -> None:
-        self.users = users
-
-    def handle(self, method: str, path: str, query: str, headers: list[tuple[str, str]]) -> Reply:
-        """Serve the built-in pages."""
-        if path == "/":
-            return _html(200, pages.layout("dashgate (local)", (
-                "<p>The dashboard's front door, running on this machine.</p>"
-                '<p><a href="/register/">Create an account</a> · <a href="/login/">Log in</a> · '
-                '<a href="/dash/">Dashboard</a></p>')))
-        if not path.startswith("/dash"):
-            return _html(404, pages.message_page("Not found", "There is nothing here."))
-        cookie_header = ";".join(v for k, v in headers if k.lower() == "cookie")
-        token = parse_cookies([cookie_header]).get(self.users.tokens.session_cookie_name)
-        user = self.users.current_user(token, now=datetime.now(UTC))
-        if user is None:
-            target = path + (f"?{query}" if query else "")
-            return 303, [("Location", f"/login/?next={quote(target, safe='')}")], b""
-        return _html(200, pages.layout("Dashboard", (
+def builtin_dashboard(environ: dict, start_response) -> list[bytes]:
+    """The stand-in dashboard host (a WSGI app, behind DashgateGuard like a real one): `/` links to
+    sign-up and sign-in; `/dash/` greets the signed-in user."""
+    path = environ.get("PATH_INFO", "/")
+    if path == "/":
+        status, headers, body = _html(200, pages.layout("dashgate (local)", (
+            "<p>The dashboard's front door, running on this machine.</p>"
+            '<p><a href="/register/">Create an account</a> · <a href="/login/">Log in</a> · '
+            '<a href="/dash/">Dashboard</a></p>')))
+    elif path.startswith("/dash"):
+        user = current_user(environ)  # the guard sent signed-out visitors to the login page
+        status, headers, body = _html(200, pages.layout("Dashboard", (
             f"<p>Hello, {escape(user.first_name or user.email)}!</p>"
             "<p>This is the built-in stand-in for your dashboard (set DASHBOARD_URL to proxy a real one).</p>"
             '<p class="alt"><a href="/logout/">Log out</a></p>')))
+    else:
+        status, headers, body = _html(404, pages.message_page("Not found", "There is nothing here."))
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+    return [body]
+
+
+def call_wsgi(app, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None, *,
+              client_ip: str) -> Reply:
+    """Serve one request with a WSGI app (PEP 3333 environ), as the dashboard host would."""
+    parts = urlsplit(target)
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": unquote(parts.path), "QUERY_STRING": parts.query,
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "3000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": client_ip,
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body or b""),
+        "wsgi.errors": io.StringIO(), "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body or b"")),
+    }
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key != "CONTENT_LENGTH":
+            environ[f"HTTP_{key}"] = value
+    answer: dict = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info=None) -> None:
+        answer.update(status=int(status.split(maxsplit=1)[0]), headers=response_headers)
+
+    chunks = app(environ, start_response)
+    return answer["status"], answer["headers"], b"".join(chunks)
 
 
 def _html(status: int, body: str) -> Reply:

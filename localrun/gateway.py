@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import itertools
 import queue
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,9 +134,12 @@ class Environments:
     """Warm execution environments of one function: reused when idle, a new one per concurrent request,
     as Lambda scales (each has its own module state and database connection)."""
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, max_concurrency: int = 8) -> None:
         self.route = route
         self._idle: queue.SimpleQueue[ModuleType] = queue.SimpleQueue()
+        # Like a function's reserved concurrency: bounds environments, and so database connections
+        # (PostgreSQL's default max_connections is 100); further requests wait for a free one.
+        self._slots = threading.BoundedSemaphore(max_concurrency)
         self.all: list[ModuleType] = []
 
     def acquire(self) -> ModuleType:
@@ -157,11 +161,12 @@ class Environments:
 
     def invoke(self, event: dict[str, Any], context: Any) -> Any:
         """Run one event in an environment of this function."""
-        module = self.acquire()
-        try:
-            return getattr(module, self.route.handler.split(".")[1])(event, context)
-        finally:
-            self.release(module)
+        with self._slots:
+            module = self.acquire()
+            try:
+                return getattr(module, self.route.handler.split(".")[1])(event, context)
+            finally:
+                self.release(module)
 
     def close(self) -> None:
         """Close every environment's database connection."""

@@ -47,30 +47,32 @@ class Cluster:
     """A cluster under `directory` (data/, log, socket). PostgreSQL refuses to run as root, so a
     root user runs it as `postgres`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
         self.dir = directory.resolve()
         self.data = self.dir / "data"
         self.as_root = os.geteuid() == 0
         self.started_here = False
-        self.port: int | None = None
+        self.port = port
 
     def start(self) -> str:
         """Create the cluster if needed, start it unless running; return the dashgate database's URL."""
         pg_ctl = pg_bin("pg_ctl")
         if not (self.data / "PG_VERSION").exists():
             self._init()
-        self.port = self._running_port()
-        if self.port is None:
-            self.port = free_port()
+        running = self._running_port()
+        if running is not None:
+            self.port = running
+        else:
+            self.port = self.port or free_port()
             options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
             self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
             self.started_here = True
         self._create_database()
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
-    def stop(self) -> None:
-        """Stop the server if this process started it."""
-        if self.started_here:
+    def stop(self, *, force: bool = False) -> None:
+        """Stop the server if this process started it (or regardless, with `force`)."""
+        if self.started_here or force:
             with contextlib.suppress(Exception):
                 self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
             self.started_here = False

@@ -13,11 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from localrun.dashboard import BuiltInDashboard, proxy
+from dashgate.guard import DashgateGuard
+from localrun.dashboard import builtin_dashboard, call_wsgi, proxy
 from localrun.gateway import ROOT, Environments, build_event, read_routes, response_parts, select_route
 from localrun.postgres import Cluster, PostgresNotFound
 
 #: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
+#: The public API's description (OpenAPI 3.1), served at /openapi.json.
+OPENAPI = ROOT / "openapi.json"
 LOCAL_DIR = Path(os.environ.get("DASHGATE_LOCAL_DIR") or ROOT / ".local")
 #: Local defaults; any of them can be overridden by the environment variable of the same name.
 LOCAL_DEFAULTS = {
@@ -42,19 +45,22 @@ class Gateway:
 
     def __init__(self, dashboard_url: str | None) -> None:
         self.routes = read_routes()
-        self.environments = {r.function: Environments(r) for r in self.routes}
+        concurrency = int(os.environ.get("LOCAL_FUNCTION_CONCURRENCY", "8"))
+        self.environments = {r.function: Environments(r, concurrency) for r in self.routes}
         self.dashboard_url = dashboard_url
-        self.builtin: BuiltInDashboard | None = None if dashboard_url else _builtin_dashboard()
+        self.builtin = None if dashboard_url else DashgateGuard(builtin_dashboard)
 
     def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None,
                client_ip: str) -> tuple[int, list[tuple[str, str]], bytes, str]:
         """One request: (status, headers, body, who answered)."""
         parts = urlsplit(target)
+        if parts.path == "/openapi.json" and method in ("GET", "HEAD"):
+            return 200, [("Content-Type", "application/json")], OPENAPI.read_bytes(), "openapi.json"
         chosen = select_route(self.routes, method, parts.path)
         if chosen is None:
             if self.dashboard_url:
                 return (*proxy(self.dashboard_url, method, target, headers, body), "$default → dashboard")
-            return (*self.builtin.handle(method, parts.path, parts.query, headers), "$default (built-in)")
+            return (*call_wsgi(self.builtin, method, target, headers, body, client_ip=client_ip), "$default (built-in)")
         route, params = chosen
         event = build_event(method, parts.path, parts.query, headers, body, source_ip=client_ip, route_key=route.key,
                             path_parameters={k: v for k, v in params.items() if v})
@@ -62,20 +68,18 @@ class Gateway:
         return (*response_parts(self.environments[route.function].invoke(event, context)), route.function)
 
     def close(self) -> None:
-        """Close every environment's database connection."""
+        """Close every environment's database connection, and the guard's."""
         for environments in self.environments.values():
             environments.close()
+        if self.builtin is not None:
+            self.builtin.users.store.close()
 
 
-def _builtin_dashboard() -> BuiltInDashboard:
-    from dashgate.sessions import Tokens, load_signing_keys
-    from dashgate.settings import Settings
-    from dashgate.store import Store
-    from dashgate.users import Users
+class LocalHTTPServer(ThreadingHTTPServer):
+    """A thread per request, and a listen backlog for bursts (the default of 5 resets the 6th connect)."""
 
-    settings = Settings.from_env()
-    tokens = Tokens(settings, load_signing_keys(settings))
-    return BuiltInDashboard(Users(settings, Store.from_settings(settings, application_name="dashgate-local"), tokens))
+    daemon_threads = True
+    request_queue_size = 128
 
 
 def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
@@ -100,7 +104,11 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             ms = (time.perf_counter() - started) * 1000
             print(f"{self.command} {urlsplit(self.path).path} {status} {ms:.1f} ms {who}", flush=True)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+        def __getattr__(self, name: str):
+            # Every method reaches the gateway (TRACE, PROPFIND...): it routes, or proxies $default.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, *args: object) -> None:  # one line per request is printed by _serve
             pass
@@ -150,12 +158,14 @@ def main() -> int:
         return 1
     gateway = Gateway(os.environ.get("DASHBOARD_URL") or None)
     port = int(os.environ.get("PORT", "3000"))
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(gateway))
-    server.daemon_threads = True
+    server = LocalHTTPServer(("127.0.0.1", port), make_handler(gateway))
     where = os.environ["DASHBOARD_URL"] if gateway.dashboard_url else "the built-in page at /dash/"
     print(f"dashgate is running at http://127.0.0.1:{port}/ (everything else goes to {where}). Ctrl-C stops it.",
           flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # a TERM stops as cleanly as Ctrl-C
+    # Ctrl-C and TERM stop cleanly, even when started from a shell that ignores SIGINT for
+    # background jobs (Python then would not install its own handler).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

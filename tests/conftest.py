@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from dashgate.store import Store
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from dashgate.store import Store
 from tests.support import Browser, ThrowawayCluster, load_handler
 
 KEY = "k" * 40  # a current signing key

@@ -11,16 +11,21 @@ runtime = Runtime("logout", "/logout")
 
 
 def logout(request: Request) -> Response:
-    """GET from this site and POST (with CSRF proof) sign out; a cross-site GET only asks."""
-    if request.method == "GET" and http.is_cross_site(request):
+    """A link on this site and POST (with CSRF proof) sign out; any other GET (another site, an
+    <img>, a background fetch) only shows a logout button."""
+    if request.method == "GET" and not http.is_user_navigation(request):
         if request.wants_json:
             return http.json_response(200, {"logged_out": False, "message": "POST to /logout/ to log out."})
         return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
+    everywhere = False
     if request.method == "POST":
-        http.require_csrf(request, request.data(), runtime.tokens, runtime.settings)
+        data = request.data()
+        http.require_csrf(request, data, runtime.tokens, runtime.settings)
+        everywhere = http.flag_field(data, "everywhere")  # form everywhere=1, JSON {"everywhere": true}
     elif request.method != "GET":
         raise MethodNotAllowed()
-    if runtime.users.sign_out(request.cookies.get(runtime.tokens.session_cookie_name), now=utcnow()):
+    token = request.cookies.get(runtime.tokens.session_cookie_name)
+    if runtime.users.sign_out(token, now=utcnow(), everywhere=everywhere):
         runtime.count("Logouts")
     cleared = [runtime.tokens.clear_session_cookie()]
     if request.wants_json:

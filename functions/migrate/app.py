@@ -7,6 +7,7 @@ import urllib.request
 from typing import Any
 
 from aws_lambda_powertools import Logger
+
 from dashgate.settings import Settings
 from dashgate.store import Store
 

@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from dashgate.errors import (
@@ -19,8 +19,10 @@ from dashgate.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from dashgate.sessions import Cookie, Tokens
 from dashgate.settings import MAX_BODY_BYTES, Settings
+
+if TYPE_CHECKING:  # health answers without cookies or signing keys: it need not import itsdangerous
+    from dashgate.sessions import Cookie, Tokens
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
@@ -251,6 +253,15 @@ def same_origin(request: Request, settings: Settings) -> bool:
 def is_cross_site(request: Request) -> bool:
     """Fetch Metadata says another site started this request."""
     return request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
+
+
+def is_user_navigation(request: Request) -> bool:
+    """A top-level navigation the user started on this site (a link or the address bar), not an
+    <img>, a fetch or another site: the only GET allowed to change state (Fetch Metadata,
+    W3C; browsers without it send none of these headers and are trusted)."""
+    mode = request.headers.get("sec-fetch-mode", "navigate").lower()
+    dest = request.headers.get("sec-fetch-dest", "document").lower()
+    return not is_cross_site(request) and mode == "navigate" and dest == "document"
 
 
 def require_csrf(request: Request, data: dict[str, Any], tokens: Tokens, settings: Settings) -> None:

@@ -97,7 +97,9 @@ def login_page(csrf_token: str, messages: list[str], *, next_url: str, values: d
 def logout_page(csrf_token: str) -> str:
     """Shown for a cross-site GET /logout/: signing out takes a click on this site."""
     body = ('<p>Do you want to log out?</p><form method="post" action="/logout/">'
-            f'{hidden("csrf_token", csrf_token)}<button type="submit">Log out</button></form>'
+            f'{hidden("csrf_token", csrf_token)}'
+            '<label class="check"><input type="checkbox" name="everywhere" value="1"> Log out on every device</label>'
+            '<button type="submit">Log out</button></form>'
             '<p class="alt"><a href="/">Stay signed in</a></p>')
     return layout("Log out", body)
 

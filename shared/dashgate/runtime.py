@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from dashgate import pages
+from dashgate import pages, snapstart
 from dashgate.errors import ConfigurationError, DashgateError, NotFound, ServiceUnavailable
 from dashgate.http import Request, Response, error_headers, error_payload, json_response
-from dashgate.passwords import Passwords
-from dashgate.sessions import Tokens, load_signing_keys
 from dashgate.settings import Settings
 from dashgate.store import Store
-from dashgate.users import Users
+
+# Imported where they are used, so that each function loads only what its requests need: health
+# never imports argon2, itsdangerous or the service layer, logout never imports argon2 (`make bench`
+# measures the import time; a cold start pays for every module it loads).
+if TYPE_CHECKING:
+    from dashgate.passwords import Passwords
+    from dashgate.sessions import Tokens
+    from dashgate.users import Users
 
 Route = Callable[[Request], Response]
+
+
+def load_passwords(settings: Settings) -> Passwords:
+    """The password hasher; argon2 is imported only by the functions that hash (register, login)."""
+    from dashgate.passwords import Passwords
+
+    return Passwords(settings)
 
 
 def utcnow() -> datetime:
@@ -45,9 +59,12 @@ class Runtime:
             self.settings, application_name=f"dashgate-{service}", connect_timeout=timeout,
             statement_timeout_ms=timeout * 1000 if timeout else None,
         )
-        self.passwords = Passwords(self.settings) if passwords else None
+        self.passwords = load_passwords(self.settings) if passwords else None
         self._wants_tokens = sessions
         self._tokens: Tokens | None = self._load_tokens() if sessions else None
+        if sessions:  # the service layer too: at init, not on the function's first request
+            importlib.import_module("dashgate.users")
+        snapstart.register_hooks(self.before_snapshot, self.after_restore)
 
     @property
     def tokens(self) -> Tokens:
@@ -61,7 +78,27 @@ class Runtime:
     @property
     def users(self) -> Users:
         """The service layer over this runtime's store, tokens and passwords."""
+        from dashgate.users import Users
+
         return Users(self.settings, self.store, self.tokens, self.passwords)
+
+    def before_snapshot(self) -> None:
+        """SnapStart: close the database connection, which would be dead, and shared, after a restore."""
+        self.store.close()
+
+    def after_restore(self) -> None:
+        """SnapStart: give this restored environment its own random state and fresh secrets."""
+        # Every environment restored from one snapshot starts with the same memory (AWS: "Handling
+        # uniqueness with Lambda SnapStart"): re-seed what was drawn at init. `secrets` reads the
+        # OS each time and needs nothing.
+        random.seed()
+        if self.passwords is not None:
+            self.passwords.reseed()
+        # The snapshot may be weeks old: read the database credentials and the signing keys again
+        # (rotation), lazily, so the restore never waits on Secrets Manager.
+        self.store.reset()
+        if self._wants_tokens:
+            self._tokens = None
 
     def count(self, metric: str) -> None:
         """Add one to a CloudWatch metric (Embedded Metric Format, flushed after the request)."""
@@ -109,6 +146,8 @@ class Runtime:
                               extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
 
     def _load_tokens(self) -> Tokens | None:
+        from dashgate.sessions import Tokens, load_signing_keys
+
         try:
             return Tokens(self.settings, load_signing_keys(self.settings))
         except ConfigurationError:

@@ -51,6 +51,7 @@ class Settings:
     csrf_max_age_seconds: int = 12 * 3600
     flash_max_age_seconds: int = 300
     metrics_namespace: str = "dashgate"
+    origin_verify_secret: str | None = None
 
     @property
     def cookie_prefix(self) -> str:
@@ -94,6 +95,7 @@ class Settings:
             register_max_per_ip=env.integer("REGISTER_MAX_PER_IP", 10, low=1),
             register_window_seconds=env.integer("REGISTER_WINDOW_SECONDS", 3600, low=1),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE") or "dashgate",
+            origin_verify_secret=env.text("ORIGIN_VERIFY_SECRET") or None,
         )
         settings.check()
         return settings
@@ -108,6 +110,8 @@ class Settings:
             raise ConfigurationError("ARGON2_MEMORY_COST must be at least 8 KiB per lane (ARGON2_PARALLELISM)")
         if not _is_local_path(self.default_redirect):
             raise ConfigurationError("DEFAULT_REDIRECT must be a local path such as /dash/")
+        if self.origin_verify_secret is not None and len(self.origin_verify_secret) < MIN_KEY_LENGTH:
+            raise ConfigurationError(f"ORIGIN_VERIFY_SECRET must be at least {MIN_KEY_LENGTH} characters")
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
 

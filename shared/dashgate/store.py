@@ -171,6 +171,15 @@ REVOKE_SESSION = """
     WHERE id_hash = %(id_hash)s AND revoked_at IS NULL
 """
 
+# "Sign out everywhere": every live session of the user whose live session this is.
+REVOKE_ALL_SESSIONS = """
+    UPDATE public.dashgate_sessions SET revoked_at = %(now)s
+    WHERE revoked_at IS NULL AND user_id = (
+        SELECT user_id FROM public.dashgate_sessions
+        WHERE id_hash = %(id_hash)s AND revoked_at IS NULL AND expires_at > %(now)s
+    )
+"""
+
 CREATE_MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS public.dashgate_schema_migrations (
         version text PRIMARY KEY,
@@ -201,6 +210,8 @@ class Store:
         self._connection: psycopg.Connection | None = None
         #: Statements sent to the server, for the round-trip budget (and the tests that hold it).
         self.round_trips = 0
+        #: Seconds spent waiting for those statements: `make bench` subtracts it to show our own overhead.
+        self.db_seconds = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, application_name: str = "dashgate",
@@ -283,6 +294,10 @@ class Store:
         """Revoke one session; True when a live one was revoked."""
         return self._run(lambda conn: conn.execute(REVOKE_SESSION, {"id_hash": id_hash, "now": now}).rowcount == 1)
 
+    def revoke_all_sessions(self, *, id_hash: bytes, now: datetime) -> int:
+        """Revoke every live session of the user behind a live session; the number revoked."""
+        return self._run(lambda conn: conn.execute(REVOKE_ALL_SESSIONS, {"id_hash": id_hash, "now": now}).rowcount)
+
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the versions applied now."""
         return self._run(migrate)
@@ -292,6 +307,11 @@ class Store:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def reset(self) -> None:
+        """Close the connection and forget the credentials read from DB_SECRET_ARN (after a SnapStart restore)."""
+        self.close()
+        self._conninfo = None
 
     @property
     def backend_pid(self) -> int | None:
@@ -303,6 +323,7 @@ class Store:
         """Run `work` on the connection, reconnecting once when the server certainly dropped it."""
         for attempt in (1, 2):
             conn = self._connect()
+            started = time.perf_counter()
             try:
                 self.round_trips += 1
                 return work(conn)
@@ -315,6 +336,8 @@ class Store:
             except (psycopg.InterfaceError, psycopg.DatabaseError) as exc:
                 self._discard_if_broken(conn)
                 raise ServiceUnavailable() from exc
+            finally:
+                self.db_seconds += time.perf_counter() - started
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect(self) -> psycopg.Connection:

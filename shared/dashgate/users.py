@@ -6,12 +6,15 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dashgate.errors import EmailTaken, InvalidCredentials, Throttled, ValidationFailed
-from dashgate.passwords import Passwords
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
 from dashgate.store import Hits, NewSession, Store, User
+
+if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import argon2
+    from dashgate.passwords import Passwords
 
 #: A pragmatic address check (WHATWG's "valid e-mail address" for <input type=email>), not RFC 5322.
 EMAIL_RE = re.compile(
@@ -155,11 +158,13 @@ class Users:
             touch_every=timedelta(seconds=self.settings.session_touch_seconds),
         )
 
-    def sign_out(self, token: str | None, *, now: datetime) -> bool:
-        """Revoke the session a cookie names; True when a live session was revoked."""
+    def sign_out(self, token: str | None, *, now: datetime, everywhere: bool = False) -> bool:
+        """Revoke the session a cookie names (or, `everywhere`, all of its user's); True when any was live."""
         session_id = self.tokens.session_id(token)
         if session_id is None:
             return False
+        if everywhere:
+            return self.store.revoke_all_sessions(id_hash=hash_session_id(session_id), now=now) > 0
         return self.store.revoke_session(id_hash=hash_session_id(session_id), now=now)
 
     def _refuse_if_throttled(self, email_hits: Hits | None, ip_hits: Hits | None, now: datetime) -> None:

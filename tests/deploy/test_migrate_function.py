@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import psycopg
 import pytest
 
+from dashgate.store import MIGRATIONS_DIR
 from tests.support import LambdaContext, load_handler
 
 
@@ -59,12 +60,13 @@ def test_create_migrates_and_reports_success(monkeypatch, cloudformation, empty_
     module.lambda_handler(custom_resource_event("Delete", url), LambdaContext())
 
     assert [r["body"]["Status"] for r in received] == ["SUCCESS"] * 3
-    assert received[0]["body"]["Data"] == {"Applied": "0001_users_sessions_throttle"}
+    versions = sorted(path.stem for path in MIGRATIONS_DIR.glob("*.sql"))
+    assert received[0]["body"]["Data"] == {"Applied": ",".join(versions)}
     assert received[1]["body"]["Data"] == {"Applied": "none"}
     assert {r["body"]["PhysicalResourceId"] for r in received} == {"dashgate-schema"}
     assert received[0]["content_type"] == ""
     with psycopg.connect(empty_database) as conn:  # Delete dropped nothing
-        assert conn.execute("SELECT count(*) FROM public.dashgate_schema_migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM public.dashgate_schema_migrations").fetchone()[0] == len(versions)
 
 
 def test_a_database_failure_is_reported_not_left_hanging(monkeypatch, cloudformation) -> None:

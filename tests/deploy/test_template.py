@@ -34,12 +34,18 @@ class NoManagedPolicies:
 @pytest.fixture(scope="module")
 def translated() -> dict:
     """template.yaml through the SAM transform, offline, as CloudFormation would receive it."""
+    return translate()
+
+
+def translate(layer_key: str = "shared") -> dict:
+    """The SAM transform of template.yaml, with the artefacts `sam package` would have uploaded."""
     template = yaml_parse((ROOT / "template.yaml").read_text())
-    for resource in template["Resources"].values():  # `sam package` would have uploaded these
+    for resource in template["Resources"].values():
         props = resource.get("Properties") or {}
         for key in ("CodeUri", "ContentUri"):
             if isinstance(props.get(key), str):
                 props[key] = f"s3://offline-bucket/{props[key].strip('/')}.zip"
+    template["Resources"]["DashgateLayer"]["Properties"]["ContentUri"] = f"s3://offline-bucket/{layer_key}.zip"
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
     return transform(template, {}, NoManagedPolicies())
 
@@ -57,16 +63,24 @@ def route_table(cfn: dict) -> dict[str, str]:
             if integration["type"] == "http_proxy":
                 routes[key] = f"http_proxy:{uri['Ref']}"
             else:
-                routes[key] = re.search(r"\$\{(\w+)\.Arn\}", uri["Fn::Sub"]).group(1)
+                routes[key] = invoked_function(cfn, uri["Fn::Sub"])
     return routes
+
+
+def invoked_function(cfn: dict, uri: str) -> str:
+    """The function a Lambda integration URI invokes: `${Fn.Arn}`, or `${FnAliaslive}` (an alias of Fn)."""
+    target = re.search(r"\$\{(\w+?)(?:\.Arn)?\}/invocations", uri).group(1)
+    resource = cfn["Resources"][target]
+    return resource["Properties"]["FunctionName"]["Ref"] if resource["Type"] == "AWS::Lambda::Alias" else target
 
 
 def gateway_match(routes: dict[str, str], method: str, path: str) -> str:
     """HTTP API route selection: an exact route, else the longest greedy {proxy+} prefix, else $default."""
-    if f"{method} {path}" in routes:
-        return routes[f"{method} {path}"]
+    for candidate in (method, "ANY"):
+        if f"{candidate} {path}" in routes:
+            return routes[f"{candidate} {path}"]
     greedy = [(key, target) for key, target in routes.items()
-              if key.startswith(f"{method} ") and key.endswith("/{proxy+}")
+              if key.startswith((f"{method} ", "ANY ")) and key.endswith("/{proxy+}")
               and path.startswith(key.split(" ", 1)[1].removesuffix("{proxy+}"))]
     return max(greedy, key=lambda kt: len(kt[0]))[1] if greedy else routes["$default"]
 
@@ -101,7 +115,7 @@ def test_every_other_path_goes_to_the_dashboard(translated: dict) -> None:
 def test_every_function_runs_arm64_python313_with_the_layer(translated: dict) -> None:
     functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
 
-    assert set(functions) == {*FUNCTIONS.values(), "MigrateFunction"}
+    assert set(functions) == {*FUNCTIONS.values(), "MigrateFunction", "AuthorizerFunction"}
     for resource in functions.values():
         props = resource["Properties"]
         assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
@@ -119,10 +133,13 @@ def test_the_layer_builds_for_arm64(translated: dict) -> None:
     assert requirements and not [line for line in requirements if line.startswith(("boto3", "botocore"))]
 
 
-@pytest.mark.parametrize("name", [*FUNCTIONS, "migrate"])
+OTHER_FUNCTIONS = {"migrate": "MigrateFunction", "authorizer": "AuthorizerFunction"}
+
+
+@pytest.mark.parametrize("name", [*FUNCTIONS, *OTHER_FUNCTIONS])
 def test_each_handler_named_in_the_template_imports_and_is_callable(name: str, env: dict) -> None:
     template = yaml_parse((ROOT / "template.yaml").read_text())
-    logical = FUNCTIONS.get(name, "MigrateFunction")
+    logical = {**FUNCTIONS, **OTHER_FUNCTIONS}[name]
     props = template["Resources"][logical]["Properties"]
     module_name, function = props["Handler"].split(".")
 
@@ -138,12 +155,12 @@ def test_secrets_are_read_with_least_privilege(translated: dict) -> None:
     template = yaml_parse((ROOT / "template.yaml").read_text())
     secret = template["Resources"]["SessionSecret"]["Properties"]["GenerateSecretString"]
     policies = {name: json.dumps(template["Resources"][logical]["Properties"]["Policies"])
-                for name, logical in {**FUNCTIONS, "migrate": "MigrateFunction"}.items()}
+                for name, logical in {**FUNCTIONS, **OTHER_FUNCTIONS}.items()}
 
     assert secret["GenerateStringKey"] == "current" and secret["PasswordLength"] >= 32  # the shape sessions reads
     for name, policy in policies.items():
         assert "DbSecretArn" in policy
-        assert ("SessionSecret" in policy) == (name in ("register", "login", "logout"))
+        assert ("SessionSecret" in policy) == (name in ("register", "login", "logout", "authorizer"))
     roles = [r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     for role in roles:
         for statement in json.dumps(role["Properties"].get("Policies", [])).split("Statement")[1:]:
@@ -156,7 +173,7 @@ def test_operations_resources_are_present(translated: dict) -> None:
                   if r["Type"] == "AWS::Logs::LogGroup"}
     stage = next(r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")
 
-    assert {f"/aws/lambda/${{{f}}}" for f in [*FUNCTIONS.values(), "MigrateFunction"]} <= log_groups
+    assert {f"/aws/lambda/${{{f}}}" for f in [*FUNCTIONS.values(), *OTHER_FUNCTIONS.values()]} <= log_groups
     assert "AccessLogSettings" in stage["Properties"]
     assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
     assert resources["HealthCanary"]["Condition"] == resources["HealthCanaryAlarm"]["Condition"] == "CanaryEnabled"
@@ -211,3 +228,94 @@ def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> N
     assert (layer / "dashgate" / "migrations" / "0001_users_sessions_throttle.sql").exists()
     sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in build.iterdir() if d.is_dir()}
     print("built sizes (bytes):", json.dumps(sizes, sort_keys=True))
+
+
+IDENTITY = ("x-dashgate-user-id", "x-dashgate-email", "x-dashgate-first-name")
+
+
+def integration(cfn: dict, path: str) -> dict:
+    api = next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    return api["Properties"]["Body"]["paths"][path]["x-amazon-apigateway-any-method"]
+
+
+def test_the_authorizer_checks_the_cookie_with_a_short_cache(translated: dict) -> None:
+    api = next(r for r in translated["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    authorizer = api["Properties"]["Body"]["components"]["securitySchemes"]["DashgateAuthorizer"][
+        "x-amazon-apigateway-authorizer"]
+
+    assert authorizer["identitySource"] == ["$request.header.Cookie"]  # no cookie: 401 without a call
+    assert authorizer["authorizerPayloadFormatVersion"] == "2.0" and authorizer["enableSimpleResponses"] is True
+    assert authorizer["authorizerResultTtlInSeconds"] == {"Ref": "AuthorizerCacheSeconds"}
+    assert "AuthorizerFunction" in json.dumps(authorizer["authorizerUri"])
+
+
+@pytest.mark.parametrize("path", ["/dash", "/dash/{proxy+}"])
+def test_dashboard_routes_carry_the_authorizers_identity_when_enabled(translated: dict, path: str) -> None:
+    route = integration(translated, path)
+    enabled, disabled = route["x-amazon-apigateway-integration"]["requestParameters"]["Fn::If"][1:]
+
+    assert route["security"] == {"Fn::If": ["AuthorizerEnabled", [{"DashgateAuthorizer": []}], []]}
+    assert enabled["overwrite:header.x-dashgate-user-id"] == "$context.authorizer.user_id"
+    assert enabled["overwrite:path"] == disabled["overwrite:path"] == "$request.path"
+    assert all(f"remove:header.{h}" in disabled for h in IDENTITY)  # switched off: nobody can spoof them
+    assert "x-dashgate-origin-verify" in json.dumps(enabled) and "x-dashgate-origin-verify" in json.dumps(disabled)
+
+
+def test_the_default_route_removes_client_sent_identity_headers(translated: dict) -> None:
+    parameters = integration(translated, "$default")["x-amazon-apigateway-integration"]["requestParameters"]
+
+    assert all(parameters[f"remove:header.{h}"] == "''" for h in IDENTITY)
+    assert "OriginVerifySecret" in json.dumps(parameters["overwrite:header.x-dashgate-origin-verify"])
+
+
+# -- SnapStart -----------------------------------------------------------------------------------
+def versions(cfn: dict) -> dict[str, str]:
+    """Function logical id → the logical id of the version its alias `live` points at."""
+    return {r["Properties"]["FunctionName"]["Ref"]: r["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+            for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::Alias"}
+
+
+def test_snapstart_is_a_parameter_off_by_default_for_the_four_functions(translated: dict) -> None:
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
+
+    assert template["Parameters"]["EnableSnapStart"]["Default"] == "false"
+    for logical in FUNCTIONS.values():
+        assert functions[logical]["Properties"]["SnapStart"] == {
+            "Fn::If": ["SnapStartEnabled", {"ApplyOn": "PublishedVersions"}, {"ApplyOn": "None"}]}
+    assert "SnapStart" not in functions["MigrateFunction"]["Properties"]  # a custom resource has no cold-start user
+
+
+def test_the_api_invokes_each_function_through_its_published_alias(translated: dict) -> None:
+    # SnapStart restores published versions only: an integration on the unqualified function never would.
+    api = next(r for r in translated["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api")
+    uris = [m["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"] for path, methods in
+            api["Properties"]["Body"]["paths"].items() for m in methods.values()
+            if m["x-amazon-apigateway-integration"]["type"] == "aws_proxy"]
+
+    assert set(versions(translated)) == set(FUNCTIONS.values())
+    for logical in FUNCTIONS.values():
+        assert any(f"${{{logical}Aliaslive}}/invocations" in uri for uri in uris)
+        assert not any(f"${{{logical}.Arn}}/invocations" in uri for uri in uris)
+
+
+def test_a_new_layer_publishes_new_versions(translated: dict) -> None:
+    # dashgate's code ships in the layer: a new layer must move the alias, or the API would keep
+    # running the old code (SAM names versions from the function's own properties).
+    republished = versions(translate(layer_key="shared-changed"))
+
+    assert all(republished[f] != v for f, v in versions(translated).items())
+
+
+def test_snapstart_and_parameter_changes_publish_new_versions(translated: dict) -> None:
+    # SAM hashes the template before parameters are resolved; a changed Description replaces the
+    # version (CloudFormation: AWS::Lambda::Version Description "Update requires: Replacement").
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+
+    longest = {"EnableSnapStart": "false", "FunctionRevision": "r" * 20,
+               "DbHost": "h" * int(template["Parameters"]["DbHost"]["MaxLength"])}
+
+    for version in set(versions(translated).values()):
+        description = translated["Resources"][version]["Properties"]["Description"]["Fn::Sub"]
+        assert set(re.findall(r"\$\{(\w+)\}", description)) == set(longest)
+        assert len(re.sub(r"\$\{(\w+)\}", lambda m: longest[m.group(1)], description)) <= 256  # Lambda's limit

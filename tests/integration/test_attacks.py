@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from dashgate.sessions import hash_session_id
-from dashgate.settings import MAX_BODY_BYTES
 from itsdangerous import Signer, TimestampSigner
 
+from dashgate.sessions import hash_session_id
+from dashgate.settings import MAX_BODY_BYTES
 from tests.conftest import ALICE, PASSWORD
 from tests.support import CSRF_RE, ORIGIN, Browser, LambdaContext, make_event, response_cookies
 

@@ -70,6 +70,24 @@ def test_a_cross_site_get_does_not_log_out_but_offers_a_button(signed_in: Browse
     assert live_sessions(db) == 0
 
 
+@pytest.mark.parametrize("headers", [
+    {"sec-fetch-site": "same-origin", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"},  # <img src=/logout/>
+    {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"},  # a background fetch
+])
+def test_a_same_site_get_that_is_not_a_navigation_does_not_log_out(signed_in: Browser, db, headers: dict) -> None:
+    response = signed_in.get("/logout/", headers=headers)
+
+    assert response["statusCode"] == 200 and "__Host-session" not in response_cookies(response)
+    assert live_sessions(db) == 1
+
+
+def test_a_link_on_the_dashboard_logs_out(signed_in: Browser, db) -> None:
+    headers = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+
+    assert signed_in.get("/logout/", headers=headers)["statusCode"] == 303
+    assert live_sessions(db) == 0
+
+
 def test_a_browser_post_without_a_csrf_token_changes_nothing(signed_in: Browser, db) -> None:
     response = signed_in.post("/logout/", form={}, headers={"origin": ORIGIN})
 

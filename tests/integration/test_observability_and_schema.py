@@ -6,8 +6,8 @@ import json
 import threading
 
 import psycopg
-from dashgate.store import Store, migrate
 
+from dashgate.store import Store, migrate
 from tests.conftest import ALICE, KEY, PASSWORD
 from tests.support import Browser, capture_logs
 

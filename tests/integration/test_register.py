@@ -27,6 +27,10 @@ def test_get_shows_the_form_with_every_field_and_a_csrf_token(browser: Browser) 
     assert response["headers"]["Content-Type"].startswith("text/html")
     for name in ("email", "first_name", "last_name", "password", "password_confirm", "csrf_token"):
         assert f'name="{name}"' in response["body"]
+    # passwords are masked, and nothing stops pasting or a password manager (no scripts at all)
+    assert 'name="password" type="password"' in response["body"]
+    assert 'name="password_confirm" type="password"' in response["body"]
+    assert 'autocomplete="new-password"' in response["body"] and "<script" not in response["body"]
     assert "__Host-csrf" in response_cookies(response)
 
 

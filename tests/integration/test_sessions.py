@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from dashgate.sessions import Tokens, hash_session_id
-from dashgate.settings import Settings
 from moto import mock_aws
 
+from dashgate.sessions import Tokens, hash_session_id
+from dashgate.settings import Settings
 from tests.conftest import ALICE, KEY, OLD_KEY, PASSWORD
 from tests.support import ORIGIN, Browser, LambdaContext, capture_logs, make_event
 

@@ -6,10 +6,10 @@ import base64
 import json
 
 import pytest
+
 from dashgate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from dashgate.http import MAX_NEXT_LENGTH, Request, parse_cookies, prefers_json, safe_next, text_field
 from dashgate.settings import MAX_BODY_BYTES
-
 from tests.support import make_event
 
 DEFAULT = "/dash/"

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 from dashgate.errors import ConfigurationError
 from dashgate.passwords import Passwords
 from dashgate.sessions import Tokens
@@ -84,6 +85,14 @@ def test_flash_messages_survive_a_round_trip_and_reject_forgeries() -> None:
     assert t.flash_messages(cookie.value[:-2] + "xx") == []
     assert tokens(OLD).flash_messages(cookie.value) == []
     assert cookie.max_age == 300
+
+
+def test_every_cookie_fits_the_4096_byte_limit() -> None:
+    t = tokens(KEY)
+    longest = [t.session_cookie(t.new_session()[1], 86400), t.csrf_cookie(t.new_csrf_secret()),
+               t.flash_cookie(["You have successfully registered! You may now login."])]
+
+    assert all(len(cookie.render()) < 4096 for cookie in longest)  # RFC 6265 6.1 / ASVS V3.3.5
 
 
 def test_cookies_render_with_the_spec_attributes() -> None:

@@ -1,0 +1,225 @@
+"""The dashboard side: the gateway authorizer, the WSGI guard in a Flask host, and signing out everywhere."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from flask import Flask, jsonify, request
+
+from dashgate.guard import DashgateGuard, current_user
+from dashgate.settings import Settings
+from tests.conftest import PASSWORD
+from tests.support import ORIGIN, ROOT, Browser, LambdaContext, make_event
+
+CREDENTIALS = {"email": "alice@example.com", "password": PASSWORD}
+VERIFY = "v" * 40
+
+
+def authorizer_event(cookies: list[str] | None, path: str = "/dash/reports") -> dict:
+    """An HTTP API REQUEST authorizer event, payload 2.0."""
+    event = make_event("GET", path, cookies=cookies)
+    event.update(type="REQUEST", routeArn="arn:aws:execute-api:eu-west-1:123456789012:abc123xyz/$default/GET/dash",
+                 routeKey="ANY /dash/{proxy+}", identitySource=["; ".join(cookies)] if cookies else [],
+                 pathParameters={"proxy": path.removeprefix("/dash/")})
+    return event
+
+
+@pytest.fixture
+def session_cookie(browser: Browser, alice: dict) -> str:
+    browser.submit("/login/", CREDENTIALS)
+    return browser.jar["__Host-session"]
+
+
+# -- the authorizer -------------------------------------------------------------------------------------
+def test_the_authorizer_allows_a_live_session_and_passes_the_user(load, session_cookie: str) -> None:
+    authorizer = load("authorizer")
+
+    answer = authorizer.lambda_handler(authorizer_event([f"__Host-session={session_cookie}"]), LambdaContext())
+
+    assert answer["isAuthorized"] is True
+    assert answer["context"]["email"] == "alice@example.com" and answer["context"]["first_name"] == "Alice"
+    assert answer["context"]["user_id"].isdigit()
+
+
+@pytest.mark.parametrize("cookies", [None, ["other=1"], ["__Host-session=forged.value"]])
+def test_the_authorizer_denies_without_a_valid_cookie_and_never_raises(load, alice: dict, cookies) -> None:
+    # (a request without cookies: Powertools' APIGatewayAuthorizerEventV2.cookies raised on it in
+    # some versions; the authorizer reads the raw list)
+    authorizer = load("authorizer")
+
+    assert authorizer.lambda_handler(authorizer_event(cookies), LambdaContext()) == {"isAuthorized": False}
+
+
+def test_the_authorizer_denies_after_logout_and_during_an_outage(load, browser: Browser, session_cookie: str) -> None:
+    browser.get("/logout/")
+    event = authorizer_event([f"__Host-session={session_cookie}"])
+
+    assert load("authorizer").lambda_handler(event, LambdaContext())["isAuthorized"] is False
+    closed = load("authorizer", DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
+    assert closed.lambda_handler(event, LambdaContext()) == {"isAuthorized": False}
+
+
+# -- the guard in a Flask host --------------------------------------------------------------------------
+@pytest.fixture
+def host(env: dict, database_url: str):
+    """A small Flask dashboard host with the guard in front of /dash."""
+    app = Flask("dashboard")
+
+    @app.route("/dash/")
+    @app.route("/dash/<path:page>")
+    def dash(page: str = ""):
+        user = current_user(request.environ)
+        return f"Hello, {user.first_name}! ({page})"
+
+    @app.route("/_dash-update-component", methods=["POST"])
+    @app.route("/dash/_dash-update-component", methods=["POST"])
+    def update():
+        return jsonify({"ok": True})
+
+    @app.route("/public")
+    def public():
+        return jsonify({"user_id_header": request.headers.get("X-Dashgate-User-Id"),
+                        "user": bool(current_user(request.environ))})
+
+    guard = DashgateGuard(app.wsgi_app, settings=Settings.from_env({**env, "ORIGIN_VERIFY_SECRET": VERIFY}))
+    app.wsgi_app = guard
+    yield app.test_client(), guard
+    guard.users.store.close()
+
+
+def test_a_signed_out_page_request_goes_to_login_with_next(host) -> None:
+    client, _ = host
+
+    response = client.get("/dash/reports?ticker=AAPL")
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login/?next=%2Fdash%2Freports%3Fticker%3DAAPL"
+
+
+def test_a_signed_in_cookie_reaches_the_app_with_the_user(host, session_cookie: str) -> None:
+    client, _ = host
+    client.set_cookie("__Host-session", session_cookie)
+
+    response = client.get("/dash/reports")
+
+    assert response.status_code == 200 and response.text == "Hello, Alice! (reports)"
+
+
+@pytest.mark.parametrize(("path", "headers"), [
+    ("/dash/_dash-update-component", {"Content-Type": "application/json", "Accept": "application/json"}),
+    ("/dash/data", {"X-Requested-With": "XMLHttpRequest"}),
+])
+def test_background_requests_get_401_json_not_a_redirect(host, path: str, headers: dict) -> None:
+    client, _ = host
+
+    response = client.post(path, data="{}", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthenticated" and response.json["login_url"].startswith("/login/?next=")
+
+
+def test_spoofed_identity_headers_are_ignored_and_stripped(host) -> None:
+    client, _ = host
+    spoof = {"X-Dashgate-User-Id": "1", "X-Dashgate-Email": "admin@example.com", "X-Dashgate-First-Name": "Admin"}
+
+    page = client.get("/dash/", headers=spoof)
+    wrong_secret = client.get("/dash/", headers={**spoof, "X-Dashgate-Origin-Verify": "w" * 40})
+    public = client.get("/public", headers=spoof)
+
+    assert page.status_code == wrong_secret.status_code == 303
+    assert public.json == {"user_id_header": None, "user": False}
+
+
+def test_identity_from_the_gateway_is_trusted_when_the_origin_verify_secret_matches(host) -> None:
+    client, guard = host
+    before = guard.users.store.round_trips
+
+    response = client.get("/dash/", headers={"X-Dashgate-Origin-Verify": VERIFY, "X-Dashgate-User-Id": "7",
+                                             "X-Dashgate-Email": "gw@example.com", "X-Dashgate-First-Name": "Gate"})
+
+    assert response.status_code == 200 and response.text.startswith("Hello, Gate!")
+    assert guard.users.store.round_trips == before  # no database query
+
+
+def test_an_expired_session_sends_the_dash_page_back_to_login(host, db, session_cookie: str) -> None:
+    client, _ = host
+    client.set_cookie("__Host-session", session_cookie)
+    db.execute("UPDATE public.dashgate_sessions SET expires_at = now() - interval '1 second'")
+
+    assert client.get("/dash/").status_code == 303
+    assert client.post("/_dash-update-component", json={}).status_code == 200  # not protected: passes
+
+
+def test_the_guard_installs_without_the_lambda_only_parts(tmp_path: Path) -> None:
+    # WHEN the shared/ package is built as the host's `pip install` would build it (from a copy:
+    # setuptools leaves build/ and *.egg-info behind)
+    source = shutil.copytree(ROOT / "shared", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(source)],
+                   check=True, timeout=300, capture_output=True)
+    wheel = next(tmp_path.glob("dashgate-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+
+    # THEN it carries the guard and the migrations, and needs Powertools only for the [lambda] extra
+    assert "dashgate/guard.py" in names and "dashgate/migrations/0001_users_sessions_throttle.sql" in names
+    assert any("psycopg" in r for r in requires) and any("itsdangerous" in r for r in requires)
+    assert all("extra == \"lambda\"" in r for r in requires if "powertools" in r)
+    assert not any("boto3" in r for r in requires)
+    imported = subprocess.run([sys.executable, "-c", "import sys, dashgate.guard; "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                               "('aws_lambda_powertools', 'boto3', 'botocore')))"],
+                              cwd=ROOT / "shared", capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "[]"
+
+
+# -- sign out everywhere ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["form", "json"])
+def test_signing_out_everywhere_ends_the_other_sessions(handlers: dict, alice: dict, db, how: str) -> None:
+    laptop, phone = Browser(handlers), Browser(handlers, source_ip="198.51.100.20")
+    laptop.submit("/login/", CREDENTIALS)
+    phone.submit("/login/", CREDENTIALS)
+    phone_cookie = phone.jar["__Host-session"]
+
+    if how == "form":
+        token = laptop.csrf_token("/register/")
+        response = laptop.post("/logout/", form={"csrf_token": token, "everywhere": "1"},
+                               headers={"origin": ORIGIN, "sec-fetch-site": "same-origin"})
+    else:
+        response = laptop.post("/logout/", json_body={"everywhere": True}, headers={"origin": ORIGIN})
+
+    assert response["statusCode"] in (303, 204)
+    assert db.execute("SELECT count(*) FROM public.dashgate_sessions WHERE revoked_at IS NULL").fetchone()[0] == 0
+    still_there = handlers["login"].lambda_handler(
+        make_event("GET", "/login/", cookies=[f"__Host-session={phone_cookie}"]), LambdaContext())
+    assert still_there["statusCode"] == 200  # the phone is signed out: it sees the form
+
+
+def test_plain_logout_leaves_other_sessions_alone(handlers: dict, alice: dict, db) -> None:
+    laptop, phone = Browser(handlers), Browser(handlers)
+    laptop.submit("/login/", CREDENTIALS)
+    phone.submit("/login/", CREDENTIALS)
+
+    laptop.get("/logout/")
+
+    assert db.execute("SELECT count(*) FROM public.dashgate_sessions WHERE revoked_at IS NULL").fetchone()[0] == 1
+
+
+def test_everywhere_with_a_dead_session_revokes_nothing(handlers: dict, alice: dict, db) -> None:
+    phone = Browser(handlers)
+    phone.submit("/login/", CREDENTIALS)
+    forged = make_event("POST", "/logout/", json_body={"everywhere": True}, headers={"origin": ORIGIN},
+                        cookies=["__Host-session=not.signed"])
+
+    handlers["logout"].lambda_handler(forged, LambdaContext())
+
+    assert db.execute("SELECT count(*) FROM public.dashgate_sessions WHERE revoked_at IS NULL").fetchone()[0] == 1
+
+
+
