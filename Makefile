@@ -6,7 +6,8 @@ TOOLS := .venv-tools
 INSTALLED := $(VENV)/.installed
 TOOLS_INSTALLED := $(TOOLS)/.installed
 # sam needs a region; telemetry off keeps it offline; it finds python3.13 in our virtualenv.
-SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(TOOLS)/bin/sam
+SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS)/bin:$$PATH"
+SAM := $(SAM_ENV) $(TOOLS)/bin/sam
 
 .PHONY: install run test lint browser build deploy bench clean
 
@@ -46,8 +47,9 @@ test: lint browser
 	$(PY) -m pytest
 
 ## Build the functions and the arm64 layer (no container needed), then deploy with a guided prompt.
+## (scripts/sam-build: sam build, then bytecode for the read-only layer; see the script)
 build: install
-	$(SAM) build
+	$(SAM_ENV) scripts/sam-build
 
 deploy: build
 	$(SAM) deploy --guided

@@ -201,8 +201,13 @@ class Store:
         connect_timeout: int = 3,
         statement_timeout_ms: int = 3000,
         application_name: str = "dashgate",
+        behind_proxy: bool = False,
     ) -> None:
         self._conninfo_source = conninfo
+        #: RDS Proxy pins a client to one database connection on session state: server-side
+        #: prepared statements and startup parameters (AWS, "Avoiding pinning an RDS Proxy").
+        #: Behind it, prepare nothing and leave statement_timeout to the proxy's InitQuery.
+        self._behind_proxy = behind_proxy
         self._conninfo: str | None = None
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms
@@ -222,6 +227,7 @@ class Store:
             connect_timeout=connect_timeout or settings.db_connect_timeout,
             statement_timeout_ms=statement_timeout_ms or settings.db_statement_timeout_ms,
             application_name=application_name,
+            behind_proxy=bool(settings.db_host),  # DB_HOST exists to point at an RDS Proxy
         )
 
     # -- operations ---------------------------------------------------------------------------
@@ -348,12 +354,14 @@ class Store:
         try:
             if self._conninfo is None:
                 self._conninfo = self._conninfo_source()
+            session = {} if self._behind_proxy else {"options": f"-c statement_timeout={self._statement_timeout_ms}"}
             self._connection = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
                 connect_timeout=self._connect_timeout,
                 application_name=self._application_name,
-                options=f"-c statement_timeout={self._statement_timeout_ms}",
+                prepare_threshold=None if self._behind_proxy else 5,
+                **session,
             )
         except psycopg.Error as exc:
             raise ServiceUnavailable() from exc

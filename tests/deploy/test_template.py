@@ -213,12 +213,13 @@ def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> N
     venv_python = ROOT / ".venv" / "bin" / "python3.13"
     if not venv_python.exists():
         pytest.skip("no python3.13 on this machine: sam cannot build for the python3.13 runtime")
-    env_path = f"{venv_python.parent}:{OFFLINE_ENV['PATH']}"
+    env_path = f"{venv_python.parent}:{TOOLS}:{OFFLINE_ENV['PATH']}"
     build = tmp_path / "build"
 
-    result = subprocess.run([str(TOOLS / "sam"), "build", "--build-dir", str(build), "--template", "template.yaml"],
-                            cwd=ROOT, env={**OFFLINE_ENV, "PATH": env_path}, capture_output=True, text=True,
-                            timeout=900, check=False)
+    # the build `make build` runs: sam build, then bytecode for the read-only layer
+    result = subprocess.run([str(ROOT / "scripts" / "sam-build"), "--build-dir", str(build), "--template",
+                             "template.yaml"], cwd=ROOT, env={**OFFLINE_ENV, "PATH": env_path}, capture_output=True,
+                            text=True, timeout=900, check=False)
 
     assert result.returncode == 0, result.stdout + result.stderr
     layer = build / "DashgateLayer" / "python"
@@ -226,6 +227,9 @@ def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> N
     assert binaries and set(binaries.values()) == {183}, {str(p): m for p, m in binaries.items() if m != 183}
     assert not (layer / "boto3").exists() and not (layer / "botocore").exists()
     assert (layer / "dashgate" / "migrations" / "0001_users_sessions_throttle.sql").exists()
+    sources = [p for p in layer.rglob("*.py") if "__pycache__" not in p.parts]
+    compiled = {p.parent / "__pycache__" / f"{p.stem}.cpython-313.pyc" for p in sources}
+    assert sources and all(p.exists() for p in compiled)  # Lambda cannot write them itself
     sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in build.iterdir() if d.is_dir()}
     print("built sizes (bytes):", json.dumps(sizes, sort_keys=True))
 

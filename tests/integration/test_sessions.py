@@ -229,3 +229,17 @@ def test_login_during_an_outage_is_503(load, alice: dict) -> None:
 
     assert response["statusCode"] == 503 and page["statusCode"] == 503
     assert "psycopg" not in response["body"] and "port" not in response["body"]
+
+
+def test_behind_rds_proxy_nothing_pins_the_connection(load, database_url: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    # DB_HOST names an RDS Proxy: no server-side prepared statements, no startup parameters
+    login = load("login", DB_HOST=conninfo_to_dict(database_url).get("host", "127.0.0.1"))
+    for _ in range(8):  # psycopg would prepare from the 5th run of a statement
+        signed_in_as(login, Tokens(Settings(), (KEY,)).new_session()[1])
+    conn = login.runtime.store._connection
+
+    assert conn.prepare_threshold is None
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+    assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
