@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -243,3 +244,65 @@ def test_behind_rds_proxy_nothing_pins_the_connection(load, database_url: str) -
     assert conn.prepare_threshold is None
     assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
     assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
+
+
+@pytest.fixture
+def secrets_extension(monkeypatch: pytest.MonkeyPatch):
+    """A stand-in for the Parameters and Secrets Lambda extension on a local port."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    secrets = {"dashgate/session": json.dumps({"current": "e" * 40})}
+    seen: list[dict] = []
+
+    class Extension(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            secret_id = parse_qs(parts.query)["secretId"][0]
+            seen.append({"path": parts.path, "token": self.headers.get("X-Aws-Parameters-Secrets-Token")})
+            body = json.dumps({"Name": secret_id, "SecretString": secrets[secret_id]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Extension)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(server.server_port))
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
+    yield seen
+    server.shutdown()
+
+
+def test_keys_come_through_the_secrets_extension_without_boto3(load, secrets_extension, monkeypatch, alice: dict,
+                                                               db) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("SESSION_SECRETS")
+    login = load("login", SESSION_SECRET_ARN="dashgate/session")
+
+    assert signed_in_as(login, plant_session(db, "e" * 40))
+    assert secrets_extension == [{"path": "/secretsmanager/get", "token": "session-token"}]
+    # and a cold start that reads it never imports boto3
+    probe = ("import sys; from dashgate.sessions import load_signing_keys; from dashgate.settings import Settings; "
+             "load_signing_keys(Settings.from_env()); print('boto3' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=str(Path(__file__).resolve().parents[2] / "shared"))
+    assert result.stdout.strip() == "False"
+
+
+def test_without_a_ready_extension_the_sdk_reads_the_secret(load, aws, monkeypatch, alice: dict, db) -> None:
+    from localrun.postgres import free_port
+
+    arn = aws.create_secret(Name="dashgate/session", SecretString=json.dumps({"current": "s" * 40}))["ARN"]
+    monkeypatch.delenv("SESSION_SECRETS")
+    monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(free_port()))  # nothing listens
+
+    login = load("login", SESSION_SECRET_ARN=arn)
+
+    assert signed_in_as(login, plant_session(db, "s" * 40))
