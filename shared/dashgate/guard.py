@@ -29,8 +29,12 @@ from dashgate.users import Users
 
 #: The identity headers the gateway's authorizer route adds (and every other route removes).
 USER_ID, EMAIL, FIRST_NAME = "HTTP_X_DASHGATE_USER_ID", "HTTP_X_DASHGATE_EMAIL", "HTTP_X_DASHGATE_FIRST_NAME"
-ORIGIN_VERIFY = "HTTP_X_DASHGATE_ORIGIN_VERIFY"
-IDENTITY_HEADERS = (USER_ID, EMAIL, FIRST_NAME)
+#: Set by the gateway, with the secret, only on the routes its authorizer checked. The identity
+#: headers are trusted only beside it: a client could smuggle an identity header past the gateway's
+#: removal (`x_dashgate_user_id` reaches WSGI as the same key on servers that accept underscores),
+#: but never this header's value, which it cannot know.
+IDENTITY_VERIFY = "HTTP_X_DASHGATE_IDENTITY_VERIFY"
+IDENTITY_HEADERS = (USER_ID, EMAIL, FIRST_NAME, IDENTITY_VERIFY)
 #: Dash's background endpoints (dash/dash.py routes), answered with 401 JSON, never a redirect.
 DASH_BACKGROUND = ("/_dash-", "/_reload-hash", "/_favicon")
 
@@ -84,9 +88,9 @@ class DashgateGuard:
         return self._signed_out(environ, start_response)
 
     def _from_gateway(self, environ: dict[str, Any]) -> SignedInUser | None:
-        """Identity headers, only when the request proves it came through our gateway."""
+        """Identity headers, only when the request proves the gateway's authorizer checked it."""
         secret = self.settings.origin_verify_secret
-        presented = environ.get(ORIGIN_VERIFY, "")
+        presented = environ.get(IDENTITY_VERIFY, "")
         if not secret or not presented or not hmac.compare_digest(presented.encode(), secret.encode()):
             return None
         user_id = environ.get(USER_ID, "")

@@ -58,11 +58,13 @@ class Hits:
 
 
 @dataclass(frozen=True)
-class LoginCandidate:
-    """What one round trip tells a login: the user (if any) and the two throttle counters."""
+class LoginAttempt:
+    """What opening a login attempt tells: the user (if any), the keys that refused it, and the
+    counters as they were before it (for Retry-After)."""
 
     user: User | None
     password_hash: str | None
+    refused: set[str]
     email_hits: Hits | None
     ip_hits: Hits | None
 
@@ -110,25 +112,38 @@ REGISTER_USER = """
     FROM hit LEFT JOIN created ON true
 """
 
-FIND_LOGIN_CANDIDATE = """
+# One statement opens a login attempt: it counts the attempt against the email and the IP, unless
+# one of them is in backoff (then nothing is counted for it and the attempt is refused), and reads
+# the user. Counting before verifying, under the counters' row locks, means parallel guesses cannot
+# all slip in below the limit. A failed attempt then needs nothing more; a successful one takes its
+# count back (RECORD_LOGIN_SUCCESS). Counts restart from 1 after a quiet window.
+CLAIM_LOGIN_ATTEMPT = """
+    WITH before AS (
+        SELECT key, hits, window_started_at, last_hit_at FROM public.dashgate_throttle
+        WHERE key IN (%(email_key)s, %(ip_key)s)
+    ), claimed AS (
+        INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
+        VALUES (%(email_key)s, 1, %(now)s, %(now)s), (%(ip_key)s, 1, %(now)s, %(now)s)
+        ON CONFLICT (key) DO UPDATE SET
+            hits = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s THEN 1 ELSE t.hits + 1 END,
+            window_started_at = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s
+                                     THEN %(now)s ELSE t.window_started_at END,
+            last_hit_at = %(now)s
+        WHERE t.last_hit_at <= %(quiet_cutoff)s
+           OR t.hits < CASE WHEN t.key = %(email_key)s THEN %(email_limit)s ELSE %(ip_limit)s END
+           OR t.last_hit_at <= %(now)s - make_interval(secs => least(
+                  %(base)s * power(2, least(t.hits - CASE WHEN t.key = %(email_key)s
+                                                          THEN %(email_limit)s ELSE %(ip_limit)s END, 30)),
+                  %(max)s))
+        RETURNING key
+    )
     SELECT u.id, u.email, u.first_name, u.last_name, u.created_at, u.password_hash,
-           te.hits AS email_hits, te.window_started_at AS email_window, te.last_hit_at AS email_last,
-           ti.hits AS ip_hits, ti.window_started_at AS ip_window, ti.last_hit_at AS ip_last
+           (SELECT coalesce(array_agg(key), '{}') FROM claimed) AS claimed,
+           be.hits, be.window_started_at, be.last_hit_at, bi.hits, bi.window_started_at, bi.last_hit_at
     FROM (SELECT 1) AS one
-    LEFT JOIN public.users u ON u.email = %(email)s
-    LEFT JOIN public.dashgate_throttle te ON te.key = %(email_key)s
-    LEFT JOIN public.dashgate_throttle ti ON ti.key = %(ip_key)s
-"""
-
-# Failures restart from 1 after a quiet window, so backoff ends once the guessing stops.
-RECORD_LOGIN_FAILURE = """
-    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
-    SELECT k, 1, %(now)s, %(now)s FROM unnest(%(keys)s::text[]) AS k
-    ON CONFLICT (key) DO UPDATE SET
-        hits = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s THEN 1 ELSE t.hits + 1 END,
-        window_started_at = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s
-                                 THEN %(now)s ELSE t.window_started_at END,
-        last_hit_at = %(now)s
+    LEFT JOIN public.users u ON lower(u.email) = %(email)s
+    LEFT JOIN before be ON be.key = %(email_key)s
+    LEFT JOIN before bi ON bi.key = %(ip_key)s
 """
 
 # One statement for a successful login: forget the email's failures, revoke the session the
@@ -136,6 +151,11 @@ RECORD_LOGIN_FAILURE = """
 RECORD_LOGIN_SUCCESS = """
     WITH cleared AS (
         DELETE FROM public.dashgate_throttle WHERE key = %(email_key)s
+    ), uncounted AS (
+        UPDATE public.dashgate_throttle SET hits = greatest(hits - 1, 0) WHERE key = %(ip_key)s
+    ), pruned AS (  -- this user's dead sessions, so the table does not only grow
+        DELETE FROM public.dashgate_sessions
+        WHERE user_id = %(user_id)s AND (expires_at < %(now)s OR revoked_at IS NOT NULL)
     ), revoked AS (
         UPDATE public.dashgate_sessions SET revoked_at = %(now)s
         WHERE id_hash = %(presented_hash)s AND revoked_at IS NULL
@@ -259,30 +279,28 @@ class Store:
             return Registration(Hits(*row[:3]), user)
         return self._run(work)
 
-    def find_login_candidate(self, *, email: str, email_key: str, ip_key: str) -> LoginCandidate:
-        """The user with this email (or None) and the email's and IP's failure counters."""
-        params = {"email": email, "email_key": email_key, "ip_key": ip_key}
+    def claim_login_attempt(self, *, email: str, email_key: str, ip_key: str, limits: tuple[int, int],
+                            backoff: tuple[int, int], quiet: timedelta, now: datetime) -> LoginAttempt:
+        """Count an attempt unless throttled; the user (or None) and the counters as they were."""
+        params = {"email": email, "email_key": email_key, "ip_key": ip_key, "email_limit": limits[0],
+                  "ip_limit": limits[1], "base": backoff[0], "max": backoff[1], "now": now, "quiet_cutoff": now - quiet}
 
-        def work(conn: psycopg.Connection) -> LoginCandidate:
-            row = conn.execute(FIND_LOGIN_CANDIDATE, params).fetchone()
+        def work(conn: psycopg.Connection) -> LoginAttempt:
+            row = conn.execute(CLAIM_LOGIN_ATTEMPT, params).fetchone()
             user = User(*row[:5]) if row[0] is not None else None
-            email_hits = Hits(*row[6:9]) if row[6] is not None else None
-            ip_hits = Hits(*row[9:12]) if row[9] is not None else None
-            return LoginCandidate(user, row[5], email_hits, ip_hits)
+            refused = {email_key, ip_key} - set(row[6])
+            email_hits = Hits(*row[7:10]) if row[7] is not None else None
+            ip_hits = Hits(*row[10:13]) if row[10] is not None else None
+            return LoginAttempt(user, row[5], refused, email_hits, ip_hits)
         return self._run(work)
 
-    def record_login_failure(self, *, keys: list[str], quiet: timedelta, now: datetime) -> None:
-        """Count one failed login against each key."""
-        params = {"keys": keys, "now": now, "quiet_cutoff": now - quiet}
-        self._run(lambda conn: conn.execute(RECORD_LOGIN_FAILURE, params))
-
     def record_login_success(self, *, user_id: int, ip: str, session: NewSession, presented_hash: bytes | None,
-                             new_hash: str | None, email_key: str, now: datetime) -> None:
+                             new_hash: str | None, email_key: str, ip_key: str, now: datetime) -> None:
         """Create the session and record the login, in one statement."""
         params = {
             "user_id": user_id, "ip": ip, "id_hash": session.id_hash, "remember": session.remember,
             "expires_at": session.expires_at, "presented_hash": presented_hash, "new_hash": new_hash,
-            "email_key": email_key, "now": now,
+            "email_key": email_key, "ip_key": ip_key, "now": now,
         }
         self._run(lambda conn: conn.execute(RECORD_LOGIN_SUCCESS, params))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from dashgate.errors import EmailTaken, InvalidCredentials, Throttled, ValidationFailed
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
-from dashgate.store import Hits, NewSession, Store, User
+from dashgate.store import Hits, LoginAttempt, NewSession, Store, User
 
 if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import argon2
     from dashgate.passwords import Passwords
@@ -113,7 +114,7 @@ class Users:
         s = self.settings
         outcome = self.store.register(
             email=form.email, password_hash=self.passwords.hash(form.password), first_name=form.first_name,
-            last_name=form.last_name, ip_key=f"register-ip:{ip}", limit=s.register_max_per_ip,
+            last_name=form.last_name, ip_key=f"register-ip:{network_of(ip)}", limit=s.register_max_per_ip,
             window=timedelta(seconds=s.register_window_seconds), now=now,
         )
         if outcome.hits.hits > s.register_max_per_ip:
@@ -127,21 +128,26 @@ class Users:
     def authenticate(self, form: SignIn, *, ip: str, presented_token: str | None, now: datetime) -> SignedIn:
         """Sign in; raises ValidationFailed, Throttled or InvalidCredentials (the same for unknown email)."""
         validate_sign_in(form)
-        email_key, ip_key = f"login-email:{form.email}", f"login-ip:{ip}"
-        found = self.store.find_login_candidate(email=form.email, email_key=email_key, ip_key=ip_key)
-        self._refuse_if_throttled(found.email_hits, found.ip_hits, now)
+        s = self.settings
+        email_key, ip_key = f"login-email:{form.email}", f"login-ip:{network_of(ip)}"
+        found = self.store.claim_login_attempt(
+            email=form.email, email_key=email_key, ip_key=ip_key,
+            limits=(s.login_max_failures_per_email, s.login_max_failures_per_ip),
+            backoff=(s.login_backoff_base_seconds, s.login_backoff_max_seconds),
+            quiet=timedelta(seconds=s.login_failure_window_seconds), now=now,
+        )
+        if found.refused:
+            self._refuse(found, email_key, now)
         # Verify first, always: an unknown email costs the same one verification (against a dummy).
+        # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
-            self.store.record_login_failure(
-                keys=[email_key, ip_key], quiet=timedelta(seconds=self.settings.login_failure_window_seconds), now=now
-            )
             raise InvalidCredentials()
         new_hash = self.passwords.hash(form.password) if self.passwords.needs_rehash(found.password_hash) else None
         session_id, token = self.tokens.new_session()
         lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
         presented_id = self.tokens.session_id(presented_token)
         self.store.record_login_success(
-            user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, email_key=email_key,
+            user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, email_key=email_key, ip_key=ip_key,
             session=NewSession(hash_session_id(session_id), form.remember_me, now + timedelta(seconds=lifetime)),
             presented_hash=hash_session_id(presented_id) if presented_id else None,
         )
@@ -167,15 +173,16 @@ class Users:
             return self.store.revoke_all_sessions(id_hash=hash_session_id(session_id), now=now) > 0
         return self.store.revoke_session(id_hash=hash_session_id(session_id), now=now)
 
-    def _refuse_if_throttled(self, email_hits: Hits | None, ip_hits: Hits | None, now: datetime) -> None:
+    def _refuse(self, found: LoginAttempt, email_key: str, now: datetime) -> None:
+        """429 with the wait of the key (or keys) that refused the attempt."""
         s = self.settings
-        waits = [
-            self._backoff_wait(email_hits, s.login_max_failures_per_email, now),
-            self._backoff_wait(ip_hits, s.login_max_failures_per_ip, now),
-        ]
+        waits = [1]  # at least a second, even if the counter moved on meanwhile
+        if email_key in found.refused:
+            waits.append(self._backoff_wait(found.email_hits, s.login_max_failures_per_email, now))
+        if found.refused - {email_key}:
+            waits.append(self._backoff_wait(found.ip_hits, s.login_max_failures_per_ip, now))
         wait = max(waits)
-        if wait > 0:
-            raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
+        raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
 
     def _backoff_wait(self, hits: Hits | None, limit: int, now: datetime) -> int:
         """Seconds still to wait: base * 2^(failures beyond the limit), capped; 0 when free to try."""
@@ -185,6 +192,16 @@ class Users:
             return 0
         delay = min(s.login_backoff_base_seconds * 2 ** min(hits.hits - limit, 30), s.login_backoff_max_seconds)
         return _seconds_until(hits.last_hit_at + timedelta(seconds=delay), now)
+
+
+def network_of(ip: str) -> str:
+    """The throttling key of a source address: the address, or its /64 for IPv6 (one subscriber
+    usually holds a whole /64, so counting single IPv6 addresses would count nothing)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if address.version == 6 else ip
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:

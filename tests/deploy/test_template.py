@@ -234,7 +234,7 @@ def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> N
     print("built sizes (bytes):", json.dumps(sizes, sort_keys=True))
 
 
-IDENTITY = ("x-dashgate-user-id", "x-dashgate-email", "x-dashgate-first-name")
+IDENTITY = ("x-dashgate-user-id", "x-dashgate-email", "x-dashgate-first-name", "x-dashgate-identity-verify")
 
 
 def integration(cfn: dict, path: str) -> dict:
@@ -260,6 +260,7 @@ def test_dashboard_routes_carry_the_authorizers_identity_when_enabled(translated
 
     assert route["security"] == {"Fn::If": ["AuthorizerEnabled", [{"DashgateAuthorizer": []}], []]}
     assert enabled["overwrite:header.x-dashgate-user-id"] == "$context.authorizer.user_id"
+    assert "OriginVerifySecret" in json.dumps(enabled["overwrite:header.x-dashgate-identity-verify"])
     assert enabled["overwrite:path"] == disabled["overwrite:path"] == "$request.path"
     assert all(f"remove:header.{h}" in disabled for h in IDENTITY)  # switched off: nobody can spoof them
     assert "x-dashgate-origin-verify" in json.dumps(enabled) and "x-dashgate-origin-verify" in json.dumps(disabled)

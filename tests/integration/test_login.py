@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -280,8 +281,9 @@ def test_round_trips_stay_within_budget(handlers: dict, alice: dict, db) -> None
         return store.round_trips - before
 
     assert trips(lambda: login_json(handlers["login"], CREDENTIALS)) == 2
-    assert trips(lambda: login_json(handlers["login"], {**CREDENTIALS, "password": "wrong password"})) == 2
-    assert trips(lambda: login_json(handlers["login"], {"email": "nobody@example.com", "password": "x" * 9})) == 2
+    # a failure was counted when the attempt was claimed: nothing more to write
+    assert trips(lambda: login_json(handlers["login"], {**CREDENTIALS, "password": "wrong password"})) == 1
+    assert trips(lambda: login_json(handlers["login"], {"email": "nobody@example.com", "password": "x" * 9})) == 1
     register_store = handlers["register"].runtime.store
     before = register_store.round_trips
     handlers["register"].lambda_handler(make_event("POST", "/register/", json_body={**ALICE, "email": "b@example.com"},
@@ -303,3 +305,48 @@ def test_a_child_path_of_the_route_is_not_found(handlers: dict) -> None:
     response = handlers["login"].lambda_handler(make_event("GET", "/login/extra"), LambdaContext())
 
     assert response["statusCode"] == 404
+
+
+def test_parallel_guesses_cannot_slip_past_the_limit(load, alice: dict, db) -> None:
+    # GIVEN twelve execution environments guessing Alice's password at the same moment
+    modules = [load("login", LOGIN_MAX_FAILURES_PER_EMAIL="3") for _ in range(12)]
+    counters = [count_hashing(m) for m in modules]
+    barrier = threading.Barrier(len(modules))
+    statuses: list[int] = []
+
+    def guess(n: int) -> None:
+        event = make_event("POST", "/login/", json_body={**CREDENTIALS, "password": f"guess {n}"},
+                           headers={"origin": ORIGIN}, source_ip=f"198.51.100.{n}")
+        barrier.wait()
+        statuses.append(modules[n].lambda_handler(event, LambdaContext())["statusCode"])
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(len(modules))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN exactly the limit reached argon2; every other guess was refused without a hash
+    assert sorted(statuses) == [401] * 3 + [429] * 9
+    assert sum(c.verifies for c in counters) == 3
+
+
+def test_a_successful_login_does_not_count_against_the_network(load, alice: dict, db) -> None:
+    module = load("login", LOGIN_MAX_FAILURES_PER_IP="2")
+
+    statuses = [login_json(module, CREDENTIALS)["statusCode"] for _ in range(4)]
+
+    assert statuses == [200] * 4
+    assert db.execute("SELECT hits FROM public.dashgate_throttle WHERE key LIKE 'login-ip:%'").fetchone()[0] == 0
+
+
+def test_ipv6_clients_are_counted_by_their_64_network(load, alice: dict) -> None:
+    module = load("login", LOGIN_MAX_FAILURES_PER_IP="2")
+    for host in ("1", "2"):
+        login_json(module, {"email": f"x{host}@example.com", "password": "password1"},
+                   source_ip=f"2001:db8:1:2::{host}")
+
+    same_network = login_json(module, CREDENTIALS, source_ip="2001:db8:1:2::99")
+    other_network = login_json(module, CREDENTIALS, source_ip="2001:db8:1:3::1")
+
+    assert same_network["statusCode"] == 429 and other_network["statusCode"] == 200
