@@ -34,7 +34,13 @@ class NotFound(DashgateError):
 
 
 class MethodNotAllowed(DashgateError):
+    """A method the route does not take; `allow` lists the ones it does (RFC 9110 15.5.6)."""
+
     status, code, message = 405, "method_not_allowed", "This method is not allowed here."
+
+    def __init__(self, allow: str = "GET, POST") -> None:
+        super().__init__()
+        self.allow = allow
 
 
 class PayloadTooLarge(DashgateError):

@@ -14,6 +14,7 @@ from dashgate.errors import (
     BadRequest,
     CsrfRejected,
     DashgateError,
+    MethodNotAllowed,
     PayloadTooLarge,
     Throttled,
     UnsupportedMediaType,
@@ -84,8 +85,10 @@ class Request:
         return prefers_json(self.headers.get("accept", ""))
 
     def data(self) -> dict[str, Any]:
-        """The body as a dict: a form or a JSON object. Raises 413, 415 or 400."""
+        """The body as a dict: a form or a JSON object (nothing at all reads as {}). Raises 413, 415 or 400."""
         body = self._body_bytes()
+        if not body:  # e.g. a logout POST: no fields, whatever the type says (CSRF rules still apply)
+            return {}
         if self.content_type == FORM_TYPE:
             try:
                 pairs = parse_qs(_utf8(body), keep_blank_values=True, errors="strict")
@@ -163,8 +166,12 @@ def error_payload(err: DashgateError) -> dict[str, Any]:
 
 
 def error_headers(err: DashgateError) -> dict[str, str]:
-    """Retry-After for throttling (RFC 9110 10.2.3)."""
-    return {"Retry-After": str(err.retry_after)} if isinstance(err, Throttled) else {}
+    """Retry-After for throttling (RFC 9110 10.2.3), Allow for a wrong method (RFC 9110 15.5.6)."""
+    if isinstance(err, Throttled):
+        return {"Retry-After": str(err.retry_after)}
+    if isinstance(err, MethodNotAllowed):
+        return {"Allow": err.allow}
+    return {}
 
 
 # -- request reading helpers -----------------------------------------------------------------

@@ -101,7 +101,9 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        """Refuse combinations that browsers or argon2 would silently break."""
+        """Refuse a missing database and combinations that browsers or argon2 would silently break."""
+        if not self.database_url and not self.db_secret_arn:
+            raise ConfigurationError("Set DATABASE_URL (locally) or DB_SECRET_ARN (in AWS, an RDS-style secret)")
         if self.session_cookie_name.startswith("__Host-") and not self.cookie_prefix:
             raise ConfigurationError(
                 "SESSION_COOKIE_NAME: the __Host- prefix needs SESSION_COOKIE_SECURE=true and no COOKIE_DOMAIN"
@@ -152,8 +154,11 @@ def fetch_secret_string(arn: str) -> str:
         except (OSError, ValueError, KeyError):
             pass  # not there or not ready yet: the SDK reads it instead
     import boto3  # 160-250 ms of import: paid only where a secret ARN is configured
+    from botocore.config import Config
 
-    return boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    # Bounded, so an unreachable Secrets Manager (a VPC without an endpoint) gives a prompt 503.
+    config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2})
+    return boto3.client("secretsmanager", config=config).get_secret_value(SecretId=arn)["SecretString"]
 
 
 def _secret_from_extension(arn: str, port: int, token: str) -> str:

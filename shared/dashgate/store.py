@@ -24,7 +24,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY = 0x6461_7368_6761_7465 & 0x7FFF_FFFF_FFFF_FFFF  # "dashgate"
 #: SQLSTATEs after which the server certainly did not run our statement: the backend was
 #: terminated or was starting/stopping (PostgreSQL Appendix A, class 57), so one retry is safe.
-RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P05"})  # 57P05: idle_session_timeout
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,8 @@ REVOKE_ALL_SESSIONS = """
     )
 """
 
+SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, true)"
+
 CREATE_MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS public.dashgate_schema_migrations (
         version text PRIMARY KEY,
@@ -255,7 +257,12 @@ class Store:
         """Run the health query; return its latency in milliseconds."""
         def work(conn: psycopg.Connection) -> float:
             started = time.perf_counter()
-            conn.execute(sql).fetchall()
+            if self._behind_proxy:  # no startup option there: bound this query alone (pins only its transaction)
+                with conn.transaction():
+                    conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(self._statement_timeout_ms)})
+                    conn.execute(sql).fetchall()
+            else:
+                conn.execute(sql).fetchall()
             return (time.perf_counter() - started) * 1000
         return self._run(work)
 
@@ -370,22 +377,38 @@ class Store:
             return conn
         self.close()
         try:
-            if self._conninfo is None:
+            fresh = self._conninfo is None
+            if fresh:
                 self._conninfo = self._conninfo_source()
-            session = {} if self._behind_proxy else {"options": f"-c statement_timeout={self._statement_timeout_ms}"}
-            self._connection = psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                application_name=self._application_name,
-                prepare_threshold=None if self._behind_proxy else 5,
-                **session,
-            )
+            try:
+                self._connection = self._open(self._conninfo)
+            except psycopg.OperationalError:
+                # Credentials rotate (RDS-managed secrets every 7 days by default): when the ones
+                # read at cold start stop working, read the secret again, and try once more.
+                renewed = None if fresh else self._conninfo_source()
+                if renewed is None or renewed == self._conninfo:
+                    raise
+                self._conninfo = renewed
+                self._connection = self._open(renewed)
         except psycopg.Error as exc:
             raise ServiceUnavailable() from exc
         except Exception as exc:  # Secrets Manager or a malformed secret: still a 503, not a crash
             raise ServiceUnavailable() from exc
         return self._connection
+
+    def _open(self, conninfo: str) -> psycopg.Connection:
+        # Timestamps in UTC whatever the server's default (adopted tables use timestamp without
+        # time zone); behind RDS Proxy no startup options at all (they pin the connection).
+        options = {} if self._behind_proxy else {
+            "options": f"-c statement_timeout={self._statement_timeout_ms} -c timezone=UTC"}
+        return psycopg.connect(
+            conninfo,
+            autocommit=True,
+            connect_timeout=self._connect_timeout,
+            application_name=self._application_name,
+            prepare_threshold=None if self._behind_proxy else 5,
+            **options,
+        )
 
     def _discard_if_broken(self, conn: psycopg.Connection) -> None:
         if conn.broken or conn.closed:

@@ -49,7 +49,9 @@ def flask_users_table(url: str) -> None:
         old.password = PASSWORD  # scrypt (Werkzeug 3's default)
         legacy = User(email="legacy@example.com", first_name="Lee", last_name="Gacy",
                       password_hash=generate_password_hash(PASSWORD, method="pbkdf2:sha256"))
-        db.session.add_all([old, legacy])
+        mixed = User(email="Mixed.Case@Example.com", first_name="Max",  # stored before lower-casing
+                     password_hash=generate_password_hash(PASSWORD))
+        db.session.add_all([old, legacy, mixed])
         db.session.commit()
         db.engine.dispose()
 
@@ -80,27 +82,30 @@ def test_migrations_keep_every_user_and_value(flask_database: str) -> None:
         rows = conn.execute("SELECT email, first_name, password_hash, login_count, created_at IS NOT NULL "
                             "FROM public.users ORDER BY id").fetchall()
 
-    assert [r[0] for r in rows] == ["old@example.com", "legacy@example.com"]
+    assert [r[0] for r in rows] == ["old@example.com", "legacy@example.com", "Mixed.Case@Example.com"]
     assert rows[0][2].startswith("scrypt:") and rows[1][2].startswith("pbkdf2:sha256:")
-    assert [r[3] for r in rows] == [None, None] and all(r[4] for r in rows)
+    assert [r[3] for r in rows] == [None, None, None] and all(r[4] for r in rows)
 
 
-@pytest.mark.parametrize(("email", "method"), [("old@example.com", "scrypt:"), ("legacy@example.com", "pbkdf2:")])
+@pytest.mark.parametrize(("email", "method"), [("old@example.com", "scrypt:"), ("legacy@example.com", "pbkdf2:"),
+                                               ("mixed.case@example.com", "scrypt:")])
 def test_werkzeug_hashes_sign_in_and_move_to_argon2id(load, flask_database: str, email: str, method: str) -> None:
     module = load("login", DATABASE_URL=flask_database)
 
     wrong = login(module, email, "not the password")
     with psycopg.connect(flask_database) as conn:
-        unchanged = conn.execute("SELECT password_hash FROM public.users WHERE email = %s", (email,)).fetchone()[0]
+        unchanged = conn.execute("SELECT password_hash FROM public.users WHERE lower(email) = %s",
+                                 (email,)).fetchone()[0]
     right = login(module, email, PASSWORD)
     again = login(module, email, PASSWORD)
 
     assert wrong["statusCode"] == 401 and unchanged.startswith(method)
-    assert right["statusCode"] == 200 and json.loads(right["body"])["user"]["email"] == email
+    assert right["statusCode"] == 200 and json.loads(right["body"])["user"]["email"].lower() == email
     assert again["statusCode"] == 200
     with psycopg.connect(flask_database) as conn:
         new_hash, count, last = conn.execute(
-            "SELECT password_hash, login_count, last_login_at FROM public.users WHERE email = %s", (email,)).fetchone()
+            "SELECT password_hash, login_count, last_login_at FROM public.users WHERE lower(email) = %s",
+            (email,)).fetchone()
     assert new_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert count == 2 and last is not None  # NULL counted as 0
 
@@ -114,7 +119,10 @@ def test_new_registrations_land_in_the_adopted_table(load, flask_database: str) 
                                       LambdaContext())
     taken = register.lambda_handler(make_event("POST", "/register/", json_body={**body, "email": "OLD@example.com"},
                                                headers={"origin": ORIGIN}), LambdaContext())
+    taken_in_other_case = register.lambda_handler(make_event(
+        "POST", "/register/", json_body={**body, "email": "mixed.case@example.com"}, headers={"origin": ORIGIN}),
+        LambdaContext())
 
-    assert created["statusCode"] == 201 and taken["statusCode"] == 409
+    assert created["statusCode"] == 201 and taken["statusCode"] == taken_in_other_case["statusCode"] == 409
     with psycopg.connect(flask_database) as conn:
-        assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] == 4

@@ -178,7 +178,8 @@ def test_health_answers_503_within_five_seconds_without_detail(load, setting: di
     assert time.monotonic() - started < 10  # two requests, each under 5 s
     assert response["statusCode"] == json_response["statusCode"] == 503
     assert response["body"] == "The database is not reachable"
-    assert json.loads(json_response["body"]) == {"status": "unavailable", "database": {"ok": False}}
+    assert json.loads(json_response["body"]) == {"status": "unavailable", "message": "The database is not reachable",
+                                                 "database": {"ok": False}}
     assert response["headers"]["Cache-Control"] == "no-store" and "cookies" not in response
 
 
@@ -190,3 +191,24 @@ def test_health_costs_one_round_trip(handlers: dict) -> None:
     health(handlers["health"])
 
     assert store.round_trips - before == 1
+
+
+def test_a_json_logout_needs_no_body(signed_in: Browser, db) -> None:
+    response = signed_in.post("/logout/", body=b"", content_type="application/json", headers={"origin": ORIGIN})
+
+    assert response["statusCode"] == 204 and live_sessions(db) == 0
+
+
+@pytest.mark.parametrize(("name", "method", "path", "kwargs", "status"), [
+    ("register", "POST", "/register/", {"body": "x", "content_type": "text/plain"}, 415),
+    ("login", "POST", "/login/", {"form": {"email": "a@b.co"}}, 403),
+    ("login", "PUT", "/login/", {}, 405),
+    ("logout", "POST", "/logout/", {"body": "%%%", "content_type": "application/json"}, 400),
+    ("health", "DELETE", "/healthcheck/", {}, 405),
+])
+def test_error_responses_carry_no_store_and_hsts_too(handlers: dict, name, method, path, kwargs, status) -> None:
+    response = handlers[name].lambda_handler(make_event(method, path, **kwargs), LambdaContext())
+
+    assert response["statusCode"] == status
+    assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["Strict-Transport-Security"] == "max-age=31536000"

@@ -104,3 +104,23 @@ def test_migrations_complete_a_users_table_made_by_the_flask_app(pg_server: str)
 
     assert row == ("old@example.com", "pbkdf2:sha256:x", None)
     assert {"last_login_at", "last_login_ip", "login_count"} <= columns
+
+
+def test_addresses_differing_only_in_case_are_kept_by_the_migrations(pg_server: str) -> None:
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dashgate_case_test WITH (FORCE)")
+        admin.execute("CREATE DATABASE dashgate_case_test")
+    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_case_test")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.users (id serial PRIMARY KEY, email varchar(60) UNIQUE NOT NULL)")
+        conn.execute("INSERT INTO public.users (email) VALUES ('Twin@example.com'), ('twin@example.com')")
+
+        migrate(conn)
+
+        emails = sorted(r[0] for r in conn.execute("SELECT email FROM public.users"))
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'users'")}
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE dashgate_case_test WITH (FORCE)")
+
+    assert emails == ["Twin@example.com", "twin@example.com"]  # nothing rewritten or dropped
+    assert "users_lower_email_idx" in indexes and "users_lower_email_key" not in indexes

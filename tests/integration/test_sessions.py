@@ -306,3 +306,46 @@ def test_without_a_ready_extension_the_sdk_reads_the_secret(load, aws, monkeypat
     login = load("login", SESSION_SECRET_ARN=arn)
 
     assert signed_in_as(login, plant_session(db, "s" * 40))
+
+
+def test_rotated_database_credentials_are_read_again(load, aws, monkeypatch, database_url: str, db) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    # GIVEN a function connected with credentials from an RDS-style secret
+    params = conninfo_to_dict(database_url)
+    db.execute("DROP ROLE IF EXISTS dashgate_rotating")
+    db.execute("CREATE ROLE dashgate_rotating LOGIN SUPERUSER")
+    secret = {"host": params.get("host", "127.0.0.1"), "port": int(params.get("port", 5432)),
+              "username": "dashgate_rotating", "password": "old", "dbname": params["dbname"]}
+    arn = aws.create_secret(Name="dashgate/db-rotating", SecretString=json.dumps(secret))["ARN"]
+    monkeypatch.delenv("DATABASE_URL")
+    health = load("health", DB_SECRET_ARN=arn)
+    assert health.lambda_handler(make_event("GET", "/healthcheck/"), LambdaContext())["statusCode"] == 200
+
+    # WHEN the secret rotates to other credentials and the old ones stop working
+    aws.put_secret_value(SecretId=arn, SecretString=json.dumps({**secret, "username": "postgres", "password": "new"}))
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'dashgate_rotating'")
+    db.execute("DROP ROLE dashgate_rotating")
+
+    # THEN the next request reads the secret again and succeeds
+    assert health.lambda_handler(make_event("GET", "/healthcheck/"), LambdaContext())["statusCode"] == 200
+
+
+def test_a_connection_closed_for_idleness_is_reopened(handlers: dict, database_url: str, db) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = conninfo_to_dict(database_url)["dbname"]
+    db.execute(f'ALTER DATABASE "{name}" SET idle_session_timeout = 300')  # 0.3 s, for new connections
+    try:
+        health = handlers["health"]
+        health.runtime.store.close()
+        assert health.lambda_handler(make_event("GET", "/healthcheck/"), LambdaContext())["statusCode"] == 200
+        import time
+
+        time.sleep(0.6)  # the server closes the idle session (SQLSTATE 57P05)
+        again = health.lambda_handler(make_event("GET", "/healthcheck/"), LambdaContext())
+    finally:
+        db.execute(f'ALTER DATABASE "{name}" RESET idle_session_timeout')
+        handlers["health"].runtime.store.close()
+
+    assert again["statusCode"] == 200

@@ -251,13 +251,18 @@ def test_data_refuses_other_media_types(content_type: str | None) -> None:
 
 
 @pytest.mark.parametrize("body", [
-    "{", "{'email': 'a'}", '{"email": }', "", "   ", "nul", '{"a": 1,}', '{"a": 1} trailing',
+    "{", "{'email': 'a'}", '{"email": }', "   ", "nul", '{"a": 1,}', '{"a": 1} trailing',
     "[]", "[1, 2]", '"a string"', "42", "null", "true", "NaN",
 ])
 def test_data_refuses_json_that_is_not_an_object(body: str) -> None:
     req = request(body=body, content_type="application/json", base64_body=False)
     with pytest.raises(BadRequest):
         req.data()
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded", None])
+def test_an_empty_body_reads_as_no_fields(content_type) -> None:
+    assert request(body="", content_type=content_type, base64_body=False).data() == {}
 
 
 @pytest.mark.parametrize("body", [

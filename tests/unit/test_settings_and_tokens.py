@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from argon2.exceptions import VerifyMismatchError
 
 from dashgate.errors import ConfigurationError
 from dashgate.passwords import Passwords
@@ -13,10 +14,11 @@ from dashgate.sessions import Tokens
 from dashgate.settings import Settings, parse_secret_keys
 
 KEY, OLD = "k" * 40, "o" * 40
+DB = {"DATABASE_URL": "postgresql://localhost/dashgate"}
 
 
 def test_defaults_follow_the_spec() -> None:
-    s = Settings.from_env({})
+    s = Settings.from_env(DB)
 
     assert s.session_cookie_name == "__Host-session" and s.session_cookie_secure
     assert (s.argon2_time_cost, s.argon2_memory_cost, s.argon2_parallelism) == (2, 19456, 1)
@@ -35,16 +37,22 @@ def test_defaults_follow_the_spec() -> None:
 ])
 def test_a_bad_value_stops_start_up_naming_the_variable(env: dict, name: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
-        Settings.from_env(env)
+        Settings.from_env({**DB, **env})
+
+
+def test_without_a_database_start_up_stops_naming_both_variables() -> None:
+    with pytest.raises(ConfigurationError, match=r"DATABASE_URL.*DB_SECRET_ARN"):
+        Settings.from_env({"SESSION_SECRETS": KEY})
+    assert Settings.from_env({"DB_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:db"}).db_secret_arn
 
 
 def test_plain_http_or_a_cookie_domain_drop_the_host_prefix() -> None:
-    assert Settings.from_env({"SESSION_COOKIE_SECURE": "false"}).session_cookie_name == "session"
-    assert Settings.from_env({"COOKIE_DOMAIN": "example.com"}).session_cookie_name == "session"
+    assert Settings.from_env({**DB, "SESSION_COOKIE_SECURE": "false"}).session_cookie_name == "session"
+    assert Settings.from_env({**DB, "COOKIE_DOMAIN": "example.com"}).session_cookie_name == "session"
 
 
 def test_keys_are_current_first() -> None:
-    assert Settings.from_env({"SESSION_SECRETS": f"{KEY}, {OLD}"}).session_secrets == (KEY, OLD)
+    assert Settings.from_env({**DB, "SESSION_SECRETS": f"{KEY}, {OLD}"}).session_secrets == (KEY, OLD)
     assert parse_secret_keys(json.dumps({"current": KEY, "previous": [OLD]}), "X") == (KEY, OLD)
     with pytest.raises(ConfigurationError, match="current"):
         parse_secret_keys('{"key": "x"}', "SESSION_SECRET_ARN")
@@ -100,7 +108,7 @@ def test_cookies_render_with_the_spec_attributes() -> None:
 
     assert t.session_cookie("v", None).render() == "__Host-session=v; Path=/; Secure; HttpOnly; SameSite=Lax"
     assert t.clear_session_cookie().render() == "__Host-session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"
-    local = Tokens(Settings.from_env({"COOKIE_DOMAIN": "example.com"}), (KEY,))
+    local = Tokens(Settings.from_env({**DB, "COOKIE_DOMAIN": "example.com"}), (KEY,))
     assert local.session_cookie("v", 60).render() == (
         "session=v; Path=/; Domain=example.com; Max-Age=60; Secure; HttpOnly; SameSite=Lax")
 
@@ -113,5 +121,8 @@ def test_an_unknown_email_costs_one_real_verification() -> None:
     assert not passwords.verify(good, "wrong password")
     assert not passwords.verify(None, "anything")
     assert passwords._dummy.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    # a well-formed hash that really runs argon2 and then mismatches (not a parse failure, which is instant)
+    with pytest.raises(VerifyMismatchError):
+        passwords.hasher.verify(passwords._dummy, "anything")
     assert passwords.needs_rehash("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
     assert not passwords.needs_rehash(good)
