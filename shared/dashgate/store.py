@@ -24,6 +24,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY = 0x6461_7368_6761_7465 & 0x7FFF_FFFF_FFFF_FFFF  # "dashgate"
 #: SQLSTATEs after which the server certainly did not run our statement: the backend was
 #: terminated or was starting/stopping (PostgreSQL Appendix A, class 57), so one retry is safe.
+#: Expired sessions and quiet counters older than this are pruned, a batch at each successful login.
+STALE_AFTER = timedelta(days=1)
 RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P05"})  # 57P05: idle_session_timeout
 
 
@@ -153,9 +155,14 @@ RECORD_LOGIN_SUCCESS = """
         DELETE FROM public.dashgate_throttle WHERE key = %(email_key)s
     ), uncounted AS (
         UPDATE public.dashgate_throttle SET hits = greatest(hits - 1, 0) WHERE key = %(ip_key)s
-    ), pruned AS (  -- this user's dead sessions, so the table does not only grow
+    ), pruned AS (  -- this user's dead sessions, and a bounded batch of anyone's long dead
         DELETE FROM public.dashgate_sessions
-        WHERE user_id = %(user_id)s AND (expires_at < %(now)s OR revoked_at IS NOT NULL)
+        WHERE (user_id = %(user_id)s AND (expires_at < %(now)s OR revoked_at IS NOT NULL))
+           OR id_hash IN (SELECT id_hash FROM public.dashgate_sessions
+                          WHERE expires_at < %(stale_cutoff)s LIMIT 100)
+    ), stale_counters AS (  -- counters quiet for a day (unknown emails leave one each)
+        DELETE FROM public.dashgate_throttle
+        WHERE key IN (SELECT key FROM public.dashgate_throttle WHERE last_hit_at < %(stale_cutoff)s LIMIT 100)
     ), revoked AS (
         UPDATE public.dashgate_sessions SET revoked_at = %(now)s
         WHERE id_hash = %(presented_hash)s AND revoked_at IS NULL
@@ -307,7 +314,7 @@ class Store:
         params = {
             "user_id": user_id, "ip": ip, "id_hash": session.id_hash, "remember": session.remember,
             "expires_at": session.expires_at, "presented_hash": presented_hash, "new_hash": new_hash,
-            "email_key": email_key, "ip_key": ip_key, "now": now,
+            "email_key": email_key, "ip_key": ip_key, "now": now, "stale_cutoff": now - STALE_AFTER,
         }
         self._run(lambda conn: conn.execute(RECORD_LOGIN_SUCCESS, params))
 

@@ -350,3 +350,17 @@ def test_ipv6_clients_are_counted_by_their_64_network(load, alice: dict) -> None
     other_network = login_json(module, CREDENTIALS, source_ip="2001:db8:1:3::1")
 
     assert same_network["statusCode"] == 429 and other_network["statusCode"] == 200
+
+
+def test_a_successful_login_prunes_long_dead_sessions_and_counters(browser: Browser, alice: dict, db) -> None:
+    # GIVEN a session and a counter from two days ago (an unknown email's failures leave one each)
+    db.execute("INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, "
+               "expires_at) SELECT sha256('old'::bytea), id, false, now() - interval '3 days', "
+               "now() - interval '3 days', now() - interval '2 days' FROM public.users")
+    db.execute("INSERT INTO public.dashgate_throttle VALUES ('login-email:gone@example.com', 1, "
+               "now() - interval '2 days', now() - interval '2 days')")
+
+    browser.submit("/login/", CREDENTIALS)
+
+    assert db.execute("SELECT count(*) FROM public.dashgate_sessions").fetchone()[0] == 1  # only the new one
+    assert db.execute("SELECT count(*) FROM public.dashgate_throttle WHERE key LIKE '%gone%'").fetchone()[0] == 0

@@ -164,18 +164,34 @@ def test_health_runs_the_dashboards_query(load, db) -> None:
         db.execute("DROP TABLE IF EXISTS public.stock_prices")
 
 
+@pytest.fixture(scope="module")
+def silent_server():
+    """A port that accepts TCP connections and never answers: a database host gone quiet."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # the kernel completes handshakes; nobody ever reads or writes
+    yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/postgres"
+    listener.close()
+
+
 @pytest.mark.parametrize("setting", [
     {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres"},  # a closed port
-    {"HEALTHCHECK_SQL": "select pg_sleep(30)"},  # a query that hangs
+    {"DATABASE_URL": "silent"},  # a host that accepts and never answers: the connect timeout
+    {"HEALTHCHECK_SQL": "select pg_sleep(30)"},  # a query that hangs: the statement timeout
 ])
-def test_health_answers_503_within_five_seconds_without_detail(load, setting: dict) -> None:
+def test_health_answers_503_within_five_seconds_without_detail(load, silent_server: str, setting: dict) -> None:
+    if setting.get("DATABASE_URL") == "silent":
+        setting = {"DATABASE_URL": silent_server}
     module = load("health", **setting)
-    started = time.monotonic()
 
+    started = time.monotonic()
     response = health(module)
+    first = time.monotonic() - started
     json_response = health(module, "application/json")
 
-    assert time.monotonic() - started < 10  # two requests, each under 5 s
+    assert first < 5
     assert response["statusCode"] == json_response["statusCode"] == 503
     assert response["body"] == "The database is not reachable"
     assert json.loads(json_response["body"]) == {"status": "unavailable", "message": "The database is not reachable",

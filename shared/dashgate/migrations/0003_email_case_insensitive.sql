@@ -9,3 +9,6 @@ EXCEPTION WHEN unique_violation THEN
     RAISE NOTICE 'users has addresses that differ only in letter case; lower(email) is indexed, not unique';
     CREATE INDEX IF NOT EXISTS users_lower_email_idx ON public.users (lower(email));
 END $$;
+
+-- Stale counters are pruned in batches by age (store.RECORD_LOGIN_SUCCESS): find them by index.
+CREATE INDEX IF NOT EXISTS dashgate_throttle_last_hit_at_idx ON public.dashgate_throttle (last_hit_at);
