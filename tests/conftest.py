@@ -6,8 +6,10 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import psycopg
 import pytest
+from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dashgate.store import Store
@@ -54,6 +56,27 @@ def database_url(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database(pg_server: str) -> Iterator[str]:
+    """A URL to a new, empty database (no migrations), dropped after the test."""
+    name = f"dashgate_scratch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(pg_server, dbname=name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    """Secrets Manager, in-process (moto): the only AWS API dashgate calls."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="eu-west-1")
 
 
 @pytest.fixture

@@ -34,16 +34,6 @@ def cloudformation():
     server.shutdown()
 
 
-@pytest.fixture
-def empty_database(pg_server: str):
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS dashgate_deploy_test WITH (FORCE)")
-        admin.execute("CREATE DATABASE dashgate_deploy_test")
-    yield psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_deploy_test")
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE dashgate_deploy_test WITH (FORCE)")
-
-
 def custom_resource_event(request_type: str, url: str) -> dict:
     return {"RequestType": request_type, "ResponseURL": url, "StackId": "arn:aws:cloudformation:eu-west-1:1:stack/s/x",
             "RequestId": "req-1", "LogicalResourceId": "SchemaMigrations", "ResourceType": "Custom::DashgateMigrations",

@@ -57,19 +57,13 @@ def flask_users_table(url: str) -> None:
 
 
 @pytest.fixture
-def flask_database(pg_server: str, monkeypatch):
+def flask_database(empty_database: str) -> str:
     """A database holding the Flask app's users, then migrated by dashgate."""
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS dashgate_flask_test WITH (FORCE)")
-        admin.execute("CREATE DATABASE dashgate_flask_test")
-    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_flask_test")
-    flask_users_table(url)
-    store = Store(lambda: url)
+    flask_users_table(empty_database)
+    store = Store(lambda: empty_database)
     store.migrate()
     store.close()
-    yield url
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE dashgate_flask_test WITH (FORCE)")
+    return empty_database
 
 
 def login(module, email: str, password: str) -> dict:

@@ -52,12 +52,8 @@ def test_metrics_are_emitted_in_embedded_metric_format(browser: Browser, capsys)
     assert emitted[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "dashgate-tests"
 
 
-def test_migrations_apply_once_and_concurrently_under_the_lock(pg_server: str) -> None:
-    # GIVEN an empty database
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS dashgate_migrate_test WITH (FORCE)")
-        admin.execute("CREATE DATABASE dashgate_migrate_test")
-    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_migrate_test")
+def test_migrations_apply_once_and_concurrently_under_the_lock(empty_database: str) -> None:
+    url = empty_database
     applied: list[list[str]] = []
 
     def run() -> None:
@@ -74,8 +70,6 @@ def test_migrations_apply_once_and_concurrently_under_the_lock(pg_server: str) -
     with psycopg.connect(url, autocommit=True) as conn:
         again = migrate(conn)
         versions = [row[0] for row in conn.execute("SELECT version FROM public.dashgate_schema_migrations")]
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE dashgate_migrate_test WITH (FORCE)")
 
     # THEN exactly one applied each migration, and nothing was left to do
     assert sorted(len(a) for a in applied) == [0, 0, 0, len(versions)]
@@ -83,12 +77,8 @@ def test_migrations_apply_once_and_concurrently_under_the_lock(pg_server: str) -
     assert versions[0] == "0001_users_sessions_throttle"
 
 
-def test_migrations_complete_a_users_table_made_by_the_flask_app(pg_server: str) -> None:
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS dashgate_adopt_test WITH (FORCE)")
-        admin.execute("CREATE DATABASE dashgate_adopt_test")
-    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_adopt_test")
-    with psycopg.connect(url, autocommit=True) as conn:
+def test_migrations_complete_a_users_table_made_by_the_flask_app(empty_database: str) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id serial PRIMARY KEY, email varchar(60) UNIQUE NOT NULL, "
                      "password_hash varchar(256), first_name varchar(50), last_name varchar(50), "
                      "created_at timestamp DEFAULT now() NOT NULL)")
@@ -99,19 +89,13 @@ def test_migrations_complete_a_users_table_made_by_the_flask_app(pg_server: str)
         row = conn.execute("SELECT email, password_hash, login_count FROM public.users").fetchone()
         columns = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE dashgate_adopt_test WITH (FORCE)")
 
     assert row == ("old@example.com", "pbkdf2:sha256:x", None)
     assert {"last_login_at", "last_login_ip", "login_count"} <= columns
 
 
-def test_addresses_differing_only_in_case_are_kept_by_the_migrations(pg_server: str) -> None:
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS dashgate_case_test WITH (FORCE)")
-        admin.execute("CREATE DATABASE dashgate_case_test")
-    url = psycopg.conninfo.make_conninfo(pg_server, dbname="dashgate_case_test")
-    with psycopg.connect(url, autocommit=True) as conn:
+def test_addresses_differing_only_in_case_are_kept_by_the_migrations(empty_database: str) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id serial PRIMARY KEY, email varchar(60) UNIQUE NOT NULL)")
         conn.execute("INSERT INTO public.users (email) VALUES ('Twin@example.com'), ('twin@example.com')")
 
@@ -119,8 +103,6 @@ def test_addresses_differing_only_in_case_are_kept_by_the_migrations(pg_server: 
 
         emails = sorted(r[0] for r in conn.execute("SELECT email FROM public.users"))
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'users'")}
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute("DROP DATABASE dashgate_case_test WITH (FORCE)")
 
     assert emails == ["Twin@example.com", "twin@example.com"]  # nothing rewritten or dropped
     assert "users_lower_email_idx" in indexes and "users_lower_email_key" not in indexes

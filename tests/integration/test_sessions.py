@@ -6,9 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
@@ -114,15 +112,6 @@ def test_new_tokens_are_signed_with_the_current_key(load, alice: dict, db) -> No
 
 
 # -- signing keys from Secrets Manager --------------------------------------------------------------
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="eu-west-1")
-
-
 @pytest.mark.parametrize("secret_string", [
     json.dumps({"current": "c" * 40, "previous": KEY}),
     json.dumps({"current": "c" * 40, "previous": [KEY]}),

@@ -8,9 +8,7 @@ import sys
 import types
 from types import SimpleNamespace
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from dashgate import snapstart
 from dashgate.sessions import Tokens
@@ -88,16 +86,6 @@ def test_a_restored_environment_draws_its_own_random_state(lambda_runtime: Simpl
     assert redrawn != dummy
     assert redrawn.rsplit("$", 2)[0] == dummy.rsplit("$", 2)[0]  # same algorithm and parameters: same cost
     assert random.getstate() != state
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    """Secrets Manager, in-process (moto)."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="eu-west-1")
 
 
 def test_a_restored_environment_reads_rotated_signing_keys(lambda_runtime: SimpleNamespace, load, aws,
