@@ -250,7 +250,7 @@ def test_the_authorizer_checks_the_cookie_with_a_short_cache(translated: dict) -
     assert authorizer["identitySource"] == ["$request.header.Cookie"]  # no cookie: 401 without a call
     assert authorizer["authorizerPayloadFormatVersion"] == "2.0" and authorizer["enableSimpleResponses"] is True
     assert authorizer["authorizerResultTtlInSeconds"] == {"Ref": "AuthorizerCacheSeconds"}
-    assert "AuthorizerFunction" in json.dumps(authorizer["authorizerUri"])
+    assert "AuthorizerFunctionAliaslive" in json.dumps(authorizer["authorizerUri"])  # the published alias
 
 
 @pytest.mark.parametrize("path", ["/dash", "/dash/{proxy+}"])
@@ -288,6 +288,8 @@ def test_snapstart_is_a_parameter_off_by_default_for_the_four_functions(translat
     for logical in FUNCTIONS.values():
         assert functions[logical]["Properties"]["SnapStart"] == {
             "Fn::If": ["SnapStartEnabled", {"ApplyOn": "PublishedVersions"}, {"ApplyOn": "None"}]}
+    assert functions["AuthorizerFunction"]["Properties"]["SnapStart"] == functions["LoginFunction"]["Properties"][
+        "SnapStart"]
     assert "SnapStart" not in functions["MigrateFunction"]["Properties"]  # a custom resource has no cold-start user
 
 
@@ -298,7 +300,7 @@ def test_the_api_invokes_each_function_through_its_published_alias(translated: d
             api["Properties"]["Body"]["paths"].items() for m in methods.values()
             if m["x-amazon-apigateway-integration"]["type"] == "aws_proxy"]
 
-    assert set(versions(translated)) == set(FUNCTIONS.values())
+    assert set(versions(translated)) == {*FUNCTIONS.values(), "AuthorizerFunction"}
     for logical in FUNCTIONS.values():
         assert any(f"${{{logical}Aliaslive}}/invocations" in uri for uri in uris)
         assert not any(f"${{{logical}.Arn}}/invocations" in uri for uri in uris)
