@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from dashgate import pages
 from dashgate.errors import (
     BadRequest,
     CsrfRejected,
@@ -155,6 +156,15 @@ def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
 def redirect(location: str, cookies: list[Cookie] | None = None) -> Response:
     """303 See Other to a location already known to be local."""
     return Response(303, headers={"Location": location}, cookies=cookies or [])
+
+
+def error_response(request: Request, err: DashgateError) -> Response:
+    """Any error as a response, the one place they are mapped: JSON for JSON requests, else a page.
+    (Form routes show their form again instead, for the errors a user can correct.)"""
+    if request.wants_json:
+        return json_response(err.status, error_payload(err), headers=error_headers(err))
+    title = "Service unavailable" if err.status >= 500 else "Something is not right"
+    return Response(err.status, pages.message_page(title, err.message), headers=error_headers(err))
 
 
 def error_payload(err: DashgateError) -> dict[str, Any]:

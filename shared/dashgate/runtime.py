@@ -13,9 +13,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from dashgate import pages, snapstart
+from dashgate import snapstart
 from dashgate.errors import ConfigurationError, DashgateError, NotFound, ServiceUnavailable
-from dashgate.http import Request, Response, error_headers, error_payload, json_response
+from dashgate.http import Request, Response, error_response
 from dashgate.settings import Settings
 from dashgate.store import Store
 
@@ -116,10 +116,10 @@ class Runtime:
                 response = route(request)
             except DashgateError as err:
                 self.log_error(err)
-                response = self.error_response(request, err)
+                response = error_response(request, err)
             except Exception:
                 self.logger.exception("Unhandled error")
-                response = self.error_response(request, DashgateError())
+                response = error_response(request, DashgateError())
             self.logger.info("request", extra={
                 "method": request.method, "path": request.path, "status": response.status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -130,13 +130,6 @@ class Runtime:
         wrapped = self.metrics.log_metrics(correlated(lambda_handler))
         wrapped.__name__ = "lambda_handler"
         return wrapped
-
-    def error_response(self, request: Request, err: DashgateError) -> Response:
-        """An error as JSON or as a page, with Retry-After where it applies."""
-        if request.wants_json:
-            return json_response(err.status, error_payload(err), headers=error_headers(err))
-        title = "Service unavailable" if err.status >= 500 else "Something is not right"
-        return Response(err.status, pages.message_page(title, err.message), headers=error_headers(err))
 
     def log_error(self, err: DashgateError) -> None:
         """Log why a dependency failed (the response itself carries no detail)."""
