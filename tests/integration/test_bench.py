@@ -1,0 +1,20 @@
+"""`make bench` counts round trips with the real handlers: run that part here, so the benchmark
+cannot silently drift from the code it measures (and the counts it reports are checked)."""
+
+from __future__ import annotations
+
+from bench.fixtures import Account, register, unique_email
+from bench.warm import count_round_trips
+
+
+def test_the_benchmark_counts_the_round_trip_budget(handlers: dict, load, db) -> None:
+    every = {**handlers, "authorizer": load("authorizer")}
+    email = unique_email("test")
+    account = Account(email, register(every["register"], email))
+
+    counts = count_round_trips(every, account)
+
+    assert {label: c["round_trips"] for label, c in counts.items()} == {
+        "register": 1, "login success": 2, "login failure": 1, "login refused (throttled)": 1, "logout": 1,
+        "health": 1, "signed-in check (GET /login/)": 1, "authorizer (signed in)": 1}
+    assert counts["login refused (throttled)"]["status"] == 429 and counts["login success"]["status"] == 200
