@@ -9,7 +9,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Content types API Gateway passes as text; other bodies (forms included) arrive base64-encoded.
 TEXT_TYPES = ("application/json", "text/")
 _instances = itertools.count()
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that the handlers (Powertools) read."""
+
+    function_name: str = "dashgate-local"
+    aws_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:dashgate"
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from dashgate.guard import DashgateGuard
 from localrun.dashboard import builtin_dashboard, call_wsgi, proxy
-from localrun.gateway import ROOT, Environments, build_event, read_routes, response_parts, select_route
+from localrun.gateway import ROOT, Environments, LambdaContext, build_event, read_routes, response_parts, select_route
 from localrun.postgres import Cluster, PostgresNotFound
 
 #: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
@@ -28,16 +27,6 @@ LOCAL_DEFAULTS = {
     "POWERTOOLS_LOG_LEVEL": "WARNING",  # this server prints one line per request itself
     "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF blobs on the console
 }
-
-
-@dataclass
-class LambdaContext:
-    """The context attributes the handlers (Powertools) read."""
-
-    function_name: str
-    aws_request_id: str
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:dashgate"
 
 
 class Gateway:

@@ -16,7 +16,7 @@ from itsdangerous import Signer, TimestampSigner
 from dashgate.sessions import hash_session_id
 from dashgate.settings import MAX_BODY_BYTES
 from tests.conftest import ALICE, PASSWORD
-from tests.support import CSRF_RE, ORIGIN, Browser, LambdaContext, make_event, response_cookies
+from tests.support import CSRF_RE, OPEN_REDIRECT_VECTORS, ORIGIN, Browser, LambdaContext, make_event, response_cookies
 
 SESSION = "__Host-session"
 CSRF = "__Host-csrf"
@@ -115,29 +115,9 @@ JSON_USER = {"email": "bob@example.com", "first_name": "Bob", "last_name": "Buil
 
 
 # -- open redirects through `next` -------------------------------------------------------------
-REDIRECT_VECTORS = [
-    "https://evil.example",
-    "http://evil.example/dash/",
-    "//evil.example",
-    "////evil.example",
-    "/\\evil.example",
-    "\\\\evil.example",
-    "https:\\\\evil.example",
-    "https:/evil.example",
-    "/%09/evil.example",
-    "/%2F/evil.example",
-    "/%5Cevil.example",
-    "javascript:alert(1)",
-    "evil.example",
-    "/dash/\r\nSet-Cookie: x=1",
-    "/dash/%0d%0aSet-Cookie: x=1",
-    "/\tevil",
-    "",
-    "/" + "a" * 5000,
-]
 
 
-@pytest.mark.parametrize("vector", REDIRECT_VECTORS)
+@pytest.mark.parametrize("vector", OPEN_REDIRECT_VECTORS)
 def test_login_post_ignores_a_foreign_next_in_the_query(browser: Browser, alice: dict, vector: str) -> None:
     response = browser.submit("/login/?" + urlencode({"next": vector}), {"email": alice["email"], "password": PASSWORD})
     assert response["statusCode"] == 303
@@ -145,7 +125,7 @@ def test_login_post_ignores_a_foreign_next_in_the_query(browser: Browser, alice:
     assert_clean_headers(response)
 
 
-@pytest.mark.parametrize("vector", REDIRECT_VECTORS)
+@pytest.mark.parametrize("vector", OPEN_REDIRECT_VECTORS)
 def test_login_post_ignores_a_foreign_next_in_the_form(browser: Browser, alice: dict, vector: str) -> None:
     response = browser.submit("/login/", {"email": alice["email"], "password": PASSWORD, "next": vector})
     assert response["statusCode"] == 303
@@ -159,7 +139,7 @@ def test_login_post_form_next_cannot_be_rescued_by_a_good_query_next(browser: Br
     assert response["headers"]["Location"] == "/dash/"
 
 
-@pytest.mark.parametrize("vector", REDIRECT_VECTORS)
+@pytest.mark.parametrize("vector", OPEN_REDIRECT_VECTORS)
 def test_signed_in_get_login_ignores_a_foreign_next(browser: Browser, alice: dict, vector: str) -> None:
     sign_in(browser)
     response = browser.get("/login/", query=urlencode({"next": vector}))

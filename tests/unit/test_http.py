@@ -10,42 +10,27 @@ import pytest
 from dashgate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from dashgate.http import MAX_NEXT_LENGTH, Request, parse_cookies, prefers_json, safe_next, text_field
 from dashgate.settings import MAX_BODY_BYTES
-from tests.support import make_event
+from tests.support import OPEN_REDIRECT_VECTORS, make_event
 
 DEFAULT = "/dash/"
 
 # -- safe_next ------------------------------------------------------------------------------
+#: The vectors the handlers' tests use, and more that only safe_next sees.
 OPEN_REDIRECTS = [
-    "https://evil.example",
-    "http://evil.example/dash/",
-    "//evil.example",
-    "////evil.example",
-    "/\\evil.example",
-    "\\\\evil.example",
+    *OPEN_REDIRECT_VECTORS,
     "\\/evil.example",
-    "https:\\\\evil.example",
-    "https:/evil.example",
-    "/%09/evil.example",
-    "/%2F/evil.example",
     "/%2f%2fevil.example",
-    "/%5Cevil.example",
     "%2F%2Fevil.example",
-    "javascript:alert(1)",
     "JaVaScRiPt:alert(1)",
     "data:text/html,<script>alert(1)</script>",
-    "evil.example",
     "dash/",
     " /dash/",
-    "/dash/\r\nSet-Cookie: x=1",
-    "/dash/%0d%0aSet-Cookie: x=1",
     "/dash/%0D%0ASet-Cookie:%20x=1",
-    "/\tevil",
     "/\t/evil.example",
     "/\nevil.example",
     "/dash/\x00",
     "/dash/\x7f",
     "/dash/\u2028",
-    "",
     "/" + "a" * MAX_NEXT_LENGTH,
 ]
 
