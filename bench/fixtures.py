@@ -70,8 +70,8 @@ def mint_sessions(runtime: Any, user_id: int, count: int) -> list[str]:
         session_id, token = runtime.tokens.new_session()
         now = utcnow()
         runtime.store.record_login_success(
-            user_id=user_id, ip="10.0.0.1", now=now, new_hash=None, email_key="login-email:bench",
-            ip_key="login-ip:10.0.0.1", presented_hash=None,
+            user_id=user_id, ip="10.0.0.1", now=now, new_hash=None, counted=["login-email:bench", "login-ip:10.0.0.1"],
+            reset=["login-email:bench"], presented_hash=None,
             session=NewSession(hash_session_id(session_id), False, now + timedelta(hours=1)))
         cookies.append(f"{runtime.tokens.session_cookie_name}={token}")
     return cookies

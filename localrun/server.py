@@ -61,7 +61,7 @@ class Gateway:
         for environments in self.environments.values():
             environments.close()
         if self.builtin is not None:
-            self.builtin.users.store.close()
+            self.builtin.store.close()
 
 
 class LocalHTTPServer(ThreadingHTTPServer):

@@ -8,13 +8,18 @@ import importlib.util
 import itertools
 import json
 import re
+import socket
 import tempfile
+import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
+
+from psycopg.conninfo import make_conninfo
 
 from localrun.gateway import LambdaContext, build_event
 from localrun.postgres import Cluster
@@ -212,3 +217,86 @@ def capture_logs(function: str):
         yield stream
     finally:
         logger.removeHandler(handler)
+
+
+class Clock:
+    """An injected clock (Django's `_now()` hook, freezegun-style): `runtime.clock = clock`, then
+    `clock.advance(seconds)` moves the time every request reads; nothing is patched."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += timedelta(seconds=seconds)
+
+
+class MonotonicClock:
+    """The same for monotonic seconds (the signing keys' TTL, `KeyRing.clock`)."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.seconds += seconds
+
+
+class Relay:
+    """A TCP relay to a database that can go silent: after `silence()` it keeps every connection open
+    and reads what arrives (so TCP acknowledges it), but forwards nothing either way and never closes.
+    That is a database host or network path that stops answering mid-connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.silent = threading.Event()
+        self._sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, base_url: str) -> str:
+        """`base_url` pointed at this relay."""
+        return make_conninfo(base_url, host="127.0.0.1", port=str(self.port))
+
+    def silence(self) -> None:
+        """From now on, nothing gets through and nothing is closed."""
+        self.silent.set()
+
+    def close(self) -> None:
+        """Close everything."""
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                if not self.silent.is_set():
+                    with contextlib.suppress(OSError):
+                        sink.shutdown(socket.SHUT_WR)
+                return
+            if not self.silent.is_set():
+                with contextlib.suppress(OSError):
+                    sink.sendall(data)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from dashgate.errors import DashgateError
 from dashgate.http import parse_cookies
-from dashgate.runtime import Runtime, utcnow
+from dashgate.runtime import Runtime
 
 runtime = Runtime("authorizer", "/dash")
 
@@ -20,7 +20,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # requests without cookies in some versions.
     try:
         token = parse_cookies(event.get("cookies") or []).get(runtime.tokens.session_cookie_name)
-        user = runtime.users.current_user(token, now=utcnow())
+        user = runtime.users.current_user(token, now=runtime.now())
     except DashgateError as err:
         runtime.log_error(err)
         user = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dashgate import http, pages
 from dashgate.errors import DashgateError, InvalidCredentials, MethodNotAllowed, Throttled
 from dashgate.http import Request, Response
-from dashgate.runtime import Runtime, utcnow
+from dashgate.runtime import Runtime
 from dashgate.users import SignIn, normalise_email
 
 runtime = Runtime("login", "/login", passwords=True)
@@ -23,7 +23,7 @@ def login(request: Request) -> Response:
 def show_form(request: Request) -> Response:
     """Signed in already: go on to `next`. Otherwise the form, carrying `next` through."""
     next_url = http.safe_next(request.query.get("next"), runtime.settings.default_redirect)
-    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=utcnow())
+    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
     if request.wants_json:
         return http.json_response(200, {"user": user.as_json() if user else None})
     if user is not None:
@@ -52,8 +52,10 @@ def sign_in(request: Request) -> Response:
         values = {"email": http.text_field(data, "email"), "remember_me": http.flag_field(data, "remember_me")}
         credentials = SignIn(normalise_email(values["email"]), http.text_field(data, "password", strip=False),
                              values["remember_me"])
-        signed_in = runtime.users.authenticate(credentials, ip=request.source_ip, now=utcnow(),
-                                               presented_token=request.cookies.get(runtime.tokens.session_cookie_name))
+        tokens = runtime.tokens
+        signed_in = runtime.users.authenticate(credentials, ip=request.source_ip, now=runtime.now(),
+                                               presented_token=request.cookies.get(tokens.session_cookie_name),
+                                               device_token=request.cookies.get(tokens.device_cookie_name))
     except DashgateError as err:
         if isinstance(err, (InvalidCredentials, Throttled)):
             runtime.count("LoginsFailed" if isinstance(err, InvalidCredentials) else "LoginsThrottled")
@@ -61,10 +63,11 @@ def sign_in(request: Request) -> Response:
             raise
         return form(request, err.status, next_url, values, err)
     runtime.count("LoginsSucceeded")
-    cookie = runtime.tokens.session_cookie(signed_in.token, signed_in.cookie_max_age)
+    cookies = [runtime.tokens.session_cookie(signed_in.token, signed_in.cookie_max_age),
+               runtime.tokens.device_cookie(signed_in.device_token)]
     if request.wants_json:
-        return http.json_response(200, {"user": signed_in.user.as_json()}, cookies=[cookie])
-    return http.redirect(next_url, [cookie])
+        return http.json_response(200, {"user": signed_in.user.as_json()}, cookies=cookies)
+    return http.redirect(next_url, cookies)
 
 
 lambda_handler = runtime.handler(login)

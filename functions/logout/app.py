@@ -5,7 +5,7 @@ from __future__ import annotations
 from dashgate import http, pages
 from dashgate.errors import MethodNotAllowed
 from dashgate.http import Request, Response
-from dashgate.runtime import Runtime, utcnow
+from dashgate.runtime import Runtime
 
 runtime = Runtime("logout", "/logout")
 
@@ -25,7 +25,7 @@ def logout(request: Request) -> Response:
     elif request.method != "GET":
         raise MethodNotAllowed()
     token = request.cookies.get(runtime.tokens.session_cookie_name)
-    if runtime.users.sign_out(token, now=utcnow(), everywhere=everywhere):
+    if runtime.users.sign_out(token, now=runtime.now(), everywhere=everywhere):
         runtime.count("Logouts")
     cleared = [runtime.tokens.clear_session_cookie()]
     if request.wants_json:

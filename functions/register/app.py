@@ -5,7 +5,7 @@ from __future__ import annotations
 from dashgate import http, pages
 from dashgate.errors import DashgateError, MethodNotAllowed, Throttled
 from dashgate.http import Request, Response
-from dashgate.runtime import Runtime, utcnow
+from dashgate.runtime import Runtime
 from dashgate.users import SignUp, normalise_email
 
 #: The seed app's wording, shown once on the login page after a successful registration.
@@ -52,7 +52,7 @@ def create_account(request: Request) -> Response:
             first_name=values["first_name"],
             last_name=values["last_name"],
         )
-        user = runtime.users.register(form, ip=request.source_ip, now=utcnow(),
+        user = runtime.users.register(form, ip=request.source_ip, now=runtime.now(),
                                       confirm_required=not request.wants_json)
     except DashgateError as err:
         if isinstance(err, Throttled):

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from dashgate.errors import ServiceUnavailable
 from dashgate.http import parse_cookies, prefers_json
-from dashgate.sessions import Tokens, load_signing_keys
+from dashgate.sessions import KeyRing
 from dashgate.settings import Settings
 from dashgate.store import Store
 from dashgate.users import Users
@@ -37,6 +37,9 @@ IDENTITY_VERIFY = "HTTP_X_DASHGATE_IDENTITY_VERIFY"
 IDENTITY_HEADERS = (USER_ID, EMAIL, FIRST_NAME, IDENTITY_VERIFY)
 #: Dash's background endpoints (dash/dash.py routes), answered with 401 JSON, never a redirect.
 DASH_BACKGROUND = ("/_dash-", "/_reload-hash", "/_favicon")
+
+#: Database connections the guard may hold: one per host thread serving a protected page at once.
+POOL_SIZE = 8
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -59,15 +62,21 @@ class DashgateGuard:
     """Sign-in in front of the paths under `protect` (default `/dash`); other paths pass through."""
 
     def __init__(self, app: WSGIApp, *, protect: tuple[str, ...] = ("/dash",), login_path: str = "/login/",
-                 settings: Settings | None = None, users: Users | None = None) -> None:
+                 settings: Settings | None = None, pool_size: int = POOL_SIZE) -> None:
         self.app = app
         self.protect = protect
         self.login_path = login_path
         self.settings = settings or Settings.from_env()
-        if users is None:
-            tokens = Tokens(self.settings, load_signing_keys(self.settings))
-            users = Users(self.settings, Store.from_settings(self.settings, application_name="dashgate-guard"), tokens)
-        self.users = users
+        #: Read again every SIGNING_KEYS_TTL_SECONDS, like the functions' (a rotation reaches a running host).
+        self.keys = KeyRing(self.settings)
+        _ = self.keys.tokens  # fail at start-up, not at the first request, when no key can be read
+        #: A pool: WSGI servers call the guard from many threads, and a connection serves one at a time.
+        self.store = Store.from_settings(self.settings, application_name="dashgate-guard", pool_size=pool_size)
+
+    @property
+    def users(self) -> Users:
+        """The service layer over the guard's store and current keys."""
+        return Users(self.settings, self.store, self.keys.tokens)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Identify, then pass on, redirect to the login page, or answer 401."""
@@ -99,10 +108,11 @@ class DashgateGuard:
         return SignedInUser(int(user_id), environ.get(EMAIL, ""), environ.get(FIRST_NAME) or None)
 
     def _from_cookie(self, environ: dict[str, Any]) -> SignedInUser | None:
-        token = parse_cookies([environ.get("HTTP_COOKIE", "")]).get(self.users.tokens.session_cookie_name)
+        users = self.users
+        token = parse_cookies([environ.get("HTTP_COOKIE", "")]).get(users.tokens.session_cookie_name)
         if token is None:
             return None
-        user = self.users.current_user(token, now=datetime.now(UTC))
+        user = users.current_user(token, now=datetime.now(UTC))
         return SignedInUser(user.id, user.email, user.first_name) if user else None
 
     def _signed_out(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

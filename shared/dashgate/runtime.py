@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 import time
@@ -24,7 +25,7 @@ from dashgate.store import Store
 # measures the import time; a cold start pays for every module it loads).
 if TYPE_CHECKING:
     from dashgate.passwords import Passwords
-    from dashgate.sessions import Tokens
+    from dashgate.sessions import KeyRing, Tokens
     from dashgate.users import Users
 
 Route = Callable[[Request], Response]
@@ -60,20 +61,28 @@ class Runtime:
             statement_timeout_ms=timeout * 1000 if timeout else None,
         )
         self.passwords = load_passwords(self.settings) if passwords else None
-        self._wants_tokens = sessions
-        self._tokens: Tokens | None = self._load_tokens() if sessions else None
-        if sessions:  # the service layer too: at init, not on the function's first request
+        #: The clock every request reads (`now()`); tests replace it to simulate hours and days.
+        self.clock: Callable[[], datetime] = utcnow
+        self.keys: KeyRing | None = None
+        if sessions:  # keys and the service layer at init, not on the function's first request
+            from dashgate.sessions import KeyRing
+
+            self.keys = KeyRing(self.settings, on_error=self._keys_unavailable)
+            with contextlib.suppress(ServiceUnavailable):  # logged; read again at the first request
+                _ = self.keys.tokens
             importlib.import_module("dashgate.users")
         snapstart.register_hooks(self.before_snapshot, self.after_restore)
 
+    def now(self) -> datetime:
+        """The current time, from the runtime's clock."""
+        return self.clock()
+
     @property
     def tokens(self) -> Tokens:
-        """The token signer; keys are fetched again if Secrets Manager failed at cold start."""
-        if self._tokens is None:
-            self._tokens = self._load_tokens()
-            if self._tokens is None:
-                raise ServiceUnavailable()
-        return self._tokens
+        """The token signer over the current signing keys (read again every SIGNING_KEYS_TTL_SECONDS)."""
+        if self.keys is None:
+            raise ConfigurationError(f"dashgate-{self.service} was built without signing keys")
+        return self.keys.tokens
 
     @property
     def users(self) -> Users:
@@ -97,8 +106,8 @@ class Runtime:
         # The snapshot may be weeks old: read the database credentials and the signing keys again
         # (rotation), lazily, so the restore never waits on Secrets Manager.
         self.store.reset()
-        if self._wants_tokens:
-            self._tokens = None
+        if self.keys is not None:
+            self.keys.forget()
 
     def count(self, metric: str) -> None:
         """Add one to a CloudWatch metric (Embedded Metric Format, flushed after the request)."""
@@ -138,14 +147,6 @@ class Runtime:
             self.logger.error("Dependency unavailable",
                               extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
 
-    def _load_tokens(self) -> Tokens | None:
-        from dashgate.sessions import Tokens, load_signing_keys
-
-        try:
-            return Tokens(self.settings, load_signing_keys(self.settings))
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # Secrets Manager down or denied: answer 503 and try again next time
-            self.logger.error("Could not read the session signing keys", extra={"cause": type(exc).__name__,
-                                                                             "detail": str(exc)[:500]})
-            return None
+    def _keys_unavailable(self, exc: Exception) -> None:
+        self.logger.error("Could not read the session signing keys", extra={"cause": type(exc).__name__,
+                                                                         "detail": str(exc)[:500]})

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, Signer, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
-from dashgate.errors import ConfigurationError
+from dashgate.errors import ConfigurationError, ServiceUnavailable
 from dashgate.settings import Settings, fetch_secret_string, parse_secret_keys
 
 #: Bytes of randomness in a session id: 256 bits, above OWASP's 64-bit entropy floor and the
@@ -26,6 +29,50 @@ def load_signing_keys(settings: Settings) -> tuple[str, ...]:
         raise ConfigurationError(
             "Set SESSION_SECRET_ARN (in AWS) or SESSION_SECRETS (comma-separated keys, current first)")
     return keys
+
+
+class KeyRing:
+    """The signing keys of one execution environment (or one guard), read again at most every
+    SIGNING_KEYS_TTL_SECONDS, so a rotation reaches warm environments without a restart."""
+
+    #: After a failed read, keep the keys we have and try again this much later (not on every request).
+    RETRY_AFTER_FAILURE_SECONDS = 30
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
+        self.settings = settings
+        #: Monotonic seconds; tests replace it to step past the TTL without sleeping.
+        self.clock = clock
+        self._on_error = on_error
+        self._tokens: Tokens | None = None
+        self._read_again_at = 0.0
+
+    @property
+    def tokens(self) -> Tokens:
+        """Tokens over the current keys; raises ServiceUnavailable only when no key was ever read."""
+        if self._tokens is None or self.clock() >= self._read_again_at:
+            self._refresh()
+        if self._tokens is None:
+            raise ServiceUnavailable()
+        return self._tokens
+
+    def forget(self) -> None:
+        """Read the keys again at next use (after a SnapStart restore: the snapshot may be weeks old)."""
+        self._read_again_at = 0.0
+
+    def _refresh(self) -> None:
+        try:
+            keys = load_signing_keys(self.settings)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # Secrets Manager down or denied: keep what we have, say why, retry later
+            if self._on_error is not None:
+                self._on_error(exc)
+            self._read_again_at = self.clock() + self.RETRY_AFTER_FAILURE_SECONDS
+            return
+        if self._tokens is None or self._tokens.keys != keys:
+            self._tokens = Tokens(self.settings, keys)
+        self._read_again_at = self.clock() + self.settings.signing_keys_ttl_seconds
 
 
 def hash_session_id(session_id: str) -> bytes:
@@ -61,16 +108,19 @@ class Tokens:
 
     def __init__(self, settings: Settings, keys: tuple[str, ...]) -> None:
         self.settings = settings
+        self.keys = keys
         # itsdangerous signs with the last key and accepts any: our lists are current-first.
         ordered = list(reversed(keys))
-        self._session = Signer(ordered, salt="dashgate.session", digest_method=hashlib.sha256)
-        self._csrf = TimestampSigner(ordered, salt="dashgate.csrf", digest_method=hashlib.sha256)
-        self._flash = URLSafeTimedSerializer(ordered, salt="dashgate.flash",
-                                             signer_kwargs={"digest_method": hashlib.sha256})
+        sha256 = {"digest_method": hashlib.sha256}
+        self._session = Signer(ordered, salt="dashgate.session", **sha256)
+        self._csrf = TimestampSigner(ordered, salt="dashgate.csrf", **sha256)
+        self._flash = URLSafeTimedSerializer(ordered, salt="dashgate.flash", signer_kwargs=sha256)
+        self._device = URLSafeSerializer(ordered, salt="dashgate.device", signer_kwargs=sha256)
         prefix = settings.cookie_prefix
         self.session_cookie_name = settings.session_cookie_name
         self.csrf_cookie_name = f"{prefix}csrf"
         self.flash_cookie_name = f"{prefix}flash"
+        self.device_cookie_name = f"{prefix}device"
 
     # -- session ---------------------------------------------------------------------------
     def new_session(self) -> tuple[str, str]:
@@ -94,6 +144,31 @@ class Tokens:
     def clear_session_cookie(self) -> Cookie:
         """Delete the session cookie with the attributes it was set with."""
         return self._cookie(self.session_cookie_name, "", 0, domain=self.settings.cookie_domain)
+
+    # -- device (OWASP "Slow Down Online Guessing Attacks with Device Cookies") --------------
+    def device_token(self, email: str, now: datetime) -> str:
+        """A token saying "this browser signed in to `email`", valid DEVICE_COOKIE_SECONDS from `now`."""
+        expires = int(now.timestamp()) + self.settings.device_cookie_seconds
+        return self._device.dumps({"email": email, "id": secrets.token_urlsafe(16), "expires": expires})
+
+    def device_id(self, token: str | None, email: str, now: datetime) -> str | None:
+        """The device's id when `token` is ours, unexpired and for `email`; else None (no device)."""
+        if not token:
+            return None
+        try:
+            claims = self._device.loads(token)
+        except (BadData, ValueError):
+            return None
+        if not isinstance(claims, dict) or claims.get("email") != email:
+            return None
+        expires, device = claims.get("expires"), claims.get("id")
+        if not isinstance(expires, int) or expires <= now.timestamp() or not isinstance(device, str):
+            return None
+        return device
+
+    def device_cookie(self, token: str) -> Cookie:
+        """The device cookie: persistent, outliving sessions and logouts (it proves no identity alone)."""
+        return self._cookie(self.device_cookie_name, token, self.settings.device_cookie_seconds)
 
     # -- CSRF (signed double submit, OWASP CSRF Prevention Cheat Sheet) ---------------------
     def new_csrf_secret(self) -> str:

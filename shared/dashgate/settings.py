@@ -14,6 +14,10 @@ from dashgate.errors import ConfigurationError
 MIN_KEY_LENGTH = 32
 #: Largest request body accepted, before and after base64 decoding (SPEC: Bad input).
 MAX_BODY_BYTES = 16 * 1024
+#: Password verifications one account may cost an attacker in any 24 hours, however paced
+#: (NIST SP 800-63B 5.2.2: "no more than 100 consecutive failed attempts").
+MAX_VERIFICATIONS_PER_DAY = 100
+DAY_SECONDS = 86400
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class Settings:
     session_ttl_seconds: int = 8 * 3600
     session_idle_seconds: int = 3600
     session_touch_seconds: int = 300
+    signing_keys_ttl_seconds: int = 300
+    device_cookie_seconds: int = 90 * DAY_SECONDS
     default_redirect: str = "/dash/"
     allowed_origins: tuple[str, ...] = ()
     argon2_time_cost: int = 2
@@ -43,9 +49,9 @@ class Settings:
     healthcheck_timeout_seconds: int = 2
     login_max_failures_per_email: int = 5
     login_max_failures_per_ip: int = 50
-    login_failure_window_seconds: int = 900
+    login_failure_window_seconds: int = DAY_SECONDS
     login_backoff_base_seconds: int = 30
-    login_backoff_max_seconds: int = 900
+    login_backoff_max_seconds: int = 1200
     register_max_per_ip: int = 10
     register_window_seconds: int = 3600
     csrf_max_age_seconds: int = 12 * 3600
@@ -80,6 +86,8 @@ class Settings:
             session_ttl_seconds=env.integer("SESSION_TTL_SECONDS", 8 * 3600, low=60),
             session_idle_seconds=env.integer("SESSION_IDLE_SECONDS", 3600, low=60),
             session_touch_seconds=env.integer("SESSION_TOUCH_SECONDS", 300, low=1),
+            signing_keys_ttl_seconds=env.integer("SIGNING_KEYS_TTL_SECONDS", 300, low=1, high=3600),
+            device_cookie_seconds=env.integer("DEVICE_COOKIE_SECONDS", 90 * DAY_SECONDS, low=3600),
             default_redirect=env.text("DEFAULT_REDIRECT") or "/dash/",
             allowed_origins=tuple(o.strip().rstrip("/") for o in env.text("ALLOWED_ORIGINS").split(",") if o.strip()),
             argon2_time_cost=env.integer("ARGON2_TIME_COST", 2, low=1, high=100),
@@ -89,9 +97,9 @@ class Settings:
             healthcheck_timeout_seconds=env.integer("HEALTHCHECK_TIMEOUT_SECONDS", 2, low=1, high=4),
             login_max_failures_per_email=env.integer("LOGIN_MAX_FAILURES_PER_EMAIL", 5, low=1),
             login_max_failures_per_ip=env.integer("LOGIN_MAX_FAILURES_PER_IP", 50, low=1),
-            login_failure_window_seconds=env.integer("LOGIN_FAILURE_WINDOW_SECONDS", 900, low=1),
+            login_failure_window_seconds=env.integer("LOGIN_FAILURE_WINDOW_SECONDS", DAY_SECONDS, low=DAY_SECONDS),
             login_backoff_base_seconds=env.integer("LOGIN_BACKOFF_BASE_SECONDS", 30, low=1),
-            login_backoff_max_seconds=env.integer("LOGIN_BACKOFF_MAX_SECONDS", 900, low=1),
+            login_backoff_max_seconds=env.integer("LOGIN_BACKOFF_MAX_SECONDS", 1200, low=1),
             register_max_per_ip=env.integer("REGISTER_MAX_PER_IP", 10, low=1),
             register_window_seconds=env.integer("REGISTER_WINDOW_SECONDS", 3600, low=1),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE") or "dashgate",
@@ -116,6 +124,38 @@ class Settings:
             raise ConfigurationError(f"ORIGIN_VERIFY_SECRET must be at least {MIN_KEY_LENGTH} characters")
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
+        worst = worst_case_verifications_per_day(self.login_max_failures_per_email, self.login_backoff_base_seconds,
+                                                 self.login_backoff_max_seconds)
+        if worst > MAX_VERIFICATIONS_PER_DAY:
+            raise ConfigurationError(
+                f"LOGIN_MAX_FAILURES_PER_EMAIL, LOGIN_BACKOFF_BASE_SECONDS and LOGIN_BACKOFF_MAX_SECONDS "
+                f"allow {worst} password guesses per account in 24 hours; "
+                f"at most {MAX_VERIFICATIONS_PER_DAY} are allowed (NIST SP 800-63B 5.2.2)")
+
+    @property
+    def counter_memory_seconds(self) -> int:
+        """How long a throttle counter must be kept after its last hit to still mean something:
+        housekeeping never prunes a counter younger than this (pruning it would reset a throttle)."""
+        return max(self.login_failure_window_seconds, self.login_backoff_max_seconds, self.register_window_seconds)
+
+
+def backoff_seconds(hits: int, limit: int, base: int, cap: int) -> int:
+    """The wait after `hits` counted attempts: none below `limit`, then base * 2^(hits - limit), capped.
+    (store.JUDGE_ATTEMPT computes the same in SQL, atomically; this copy lets settings check it.)"""
+    return 0 if hits < limit else min(base * 2 ** min(hits - limit, 30), cap)
+
+
+def worst_case_verifications_per_day(limit: int, base: int, cap: int) -> int:
+    """Most attempts one account's counter lets through in any 24 hours, the attacker pacing each at
+    the earliest moment the backoff allows. The first day of a fresh counter is the worst: waits only
+    grow with the count, and a counter is forgotten only after a quiet day (LOGIN_FAILURE_WINDOW_SECONDS
+    is at least a day), so no 24 hours ever see two counters' first days."""
+    attempts, hits, t = 0, 0, 0
+    while t < DAY_SECONDS:
+        attempts += 1
+        hits += 1
+        t += backoff_seconds(hits, limit, base, cap)
+    return attempts
 
 
 def _is_local_path(value: str) -> bool:
@@ -131,17 +171,22 @@ def parse_keys(raw: str, source: str) -> tuple[str, ...]:
 
 
 def parse_secret_keys(secret_string: str, source: str) -> tuple[str, ...]:
-    """Read signing keys from a secret: JSON {"current": ..., "previous": [...]} or a comma list."""
+    """Read signing keys from a secret: JSON {"current": ..., "previous": [...], "next": ...} or a comma
+    list. Current first (it signs); previous keys and the next one are accepted only, so a rotation
+    can be published before any environment signs with it (README: Rotating the signing keys)."""
     try:
         data = json.loads(secret_string)
     except ValueError:
         return parse_keys(secret_string, source)
     if not isinstance(data, dict) or not isinstance(data.get("current"), str):
         raise ConfigurationError(f'{source}: the secret must be JSON with a "current" key')
-    previous = data.get("previous") or []
-    if isinstance(previous, str):
-        previous = [previous]
-    return parse_keys(",".join([data["current"], *previous]), source)
+    accepted = []
+    for name in ("previous", "next"):
+        value = data.get(name) or []
+        accepted += [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(key, str) for key in accepted):
+        raise ConfigurationError(f'{source}: "previous" and "next" must be keys or lists of keys')
+    return parse_keys(",".join([data["current"], *accepted]), source)
 
 
 def fetch_secret_string(arn: str) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+from psycopg.errors import _WaitTimeout
 from psycopg.rows import class_row
 
 from dashgate.errors import EmailTaken, ServiceUnavailable
@@ -19,14 +21,49 @@ from dashgate.settings import Settings, fetch_secret_string
 
 T = TypeVar("T")
 
+
+class BoundedConnection(psycopg.Connection):
+    """A connection on which every wait for the server ends within `round_trip_timeout` seconds.
+
+    statement_timeout is enforced by the server, so it cannot help when the server, or a relay
+    on the way, goes silent mid-connection; TCP's tcp_user_timeout helps only when packets go
+    unacknowledged. This bound holds in both cases: the connection is closed, and the caller gets
+    an OperationalError (a 503), not a wait until the Lambda timeout.
+    """
+
+    round_trip_timeout: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        """Wait as psycopg does, but never longer than `round_trip_timeout`."""
+        try:
+            return super().wait(gen, interval=interval, timeout=timeout or self.round_trip_timeout)
+        except _WaitTimeout:
+            self.pgconn.finish()  # its state is unknown: never use it again
+            raise psycopg.OperationalError(
+                f"the database did not answer within {self.round_trip_timeout} seconds") from None
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: pg_advisory_xact_lock key for migrations: any constant shared by every migrating process.
 MIGRATION_LOCK_KEY = 0x6461_7368_6761_7465 & 0x7FFF_FFFF_FFFF_FFFF  # "dashgate"
+#: A migration waits at most this long for a table lock: while it waits, every later query on that
+#: table queues behind it, so the dashboard stalls at most this long (SPEC: Data), then it retries.
+MIGRATION_LOCK_TIMEOUT_MS = 2000
+MIGRATION_ATTEMPTS = 10
+#: One statement of a migration (an index build on a big table) may run this long.
+MIGRATION_STATEMENT_TIMEOUT_MS = 120_000
 #: SQLSTATEs after which the server certainly did not run our statement: the backend was
 #: terminated or was starting/stopping (PostgreSQL Appendix A, class 57), so one retry is safe.
-#: Expired sessions and quiet counters older than this are pruned, a batch at each successful login.
-STALE_AFTER = timedelta(days=1)
 RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P05"})  # 57P05: idle_session_timeout
+#: Deadlock and serialization failure: the server rolled the transaction back, so running it again
+#: is safe (PostgreSQL 13.6: "applications ... should be prepared to retry").
+ROLLED_BACK_SQLSTATES = frozenset({"40P01", "40001"})
+ROLLED_BACK_ATTEMPTS = 3
+#: A round trip may take the statement timeout plus this before the client gives up on a server
+#: that went silent (no answer, no reset): the server's own timeout should always fire first.
+ROUND_TRIP_MARGIN_SECONDS = 1.0
+#: TCP keepalives for idle pooled/warm connections (libpq parameters): a dead peer is noticed in
+#: about idle + interval * count seconds instead of the kernel's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 @dataclass(frozen=True)
@@ -61,14 +98,22 @@ class Hits:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """What opening a login attempt tells: the user (if any), the keys that refused it, and the
-    counters as they were before it (for Retry-After)."""
+    """What judging a login attempt tells: the user (if any) and, when refused, until when."""
 
     user: User | None
     password_hash: str | None
-    refused: set[str]
-    email_hits: Hits | None
-    ip_hits: Hits | None
+    refused_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The throttle rule: `limit` attempts per key, then base * 2^(over the limit) seconds, capped;
+    a key quiet for `forget_after` starts again."""
+
+    limits: dict[str, int]
+    base_seconds: int
+    cap_seconds: int
+    forget_after: timedelta
 
 
 @dataclass(frozen=True)
@@ -114,68 +159,84 @@ REGISTER_USER = """
     FROM hit LEFT JOIN created ON true
 """
 
-# One statement opens a login attempt: it counts the attempt against the email and the IP, unless
-# one of them is in backoff (then nothing is counted for it and the attempt is refused), and reads
-# the user. Counting before verifying, under the counters' row locks, means parallel guesses cannot
-# all slip in below the limit. A failed attempt then needs nothing more; a successful one takes its
-# count back (RECORD_LOGIN_SUCCESS). Counts restart from 1 after a quiet window.
-CLAIM_LOGIN_ATTEMPT = """
-    WITH before AS (
-        SELECT key, hits, window_started_at, last_hit_at FROM public.dashgate_throttle
-        WHERE key IN (%(email_key)s, %(ip_key)s)
-    ), claimed AS (
-        INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
-        VALUES (%(email_key)s, 1, %(now)s, %(now)s), (%(ip_key)s, 1, %(now)s, %(now)s)
-        ON CONFLICT (key) DO UPDATE SET
-            hits = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s THEN 1 ELSE t.hits + 1 END,
-            window_started_at = CASE WHEN t.last_hit_at <= %(quiet_cutoff)s
-                                     THEN %(now)s ELSE t.window_started_at END,
-            last_hit_at = %(now)s
-        WHERE t.last_hit_at <= %(quiet_cutoff)s
-           OR t.hits < CASE WHEN t.key = %(email_key)s THEN %(email_limit)s ELSE %(ip_limit)s END
-           OR t.last_hit_at <= %(now)s - make_interval(secs => least(
-                  %(base)s * power(2, least(t.hits - CASE WHEN t.key = %(email_key)s
-                                                          THEN %(email_limit)s ELSE %(ip_limit)s END, 30)),
-                  %(max)s))
-        RETURNING key
+# A login attempt is judged in one transaction, sent as one round trip (pipeline mode):
+# ENSURE_COUNTERS makes a row exist for each key, JUDGE_ATTEMPT locks them in key order (the one lock
+# order of every statement on counters), finds the keys still in backoff, and counts the attempt on
+# every key, or, when any key refuses, on none (SPEC: a refused attempt is counted on no counter).
+# Counting before verifying, under the row locks, means parallel guesses cannot slip in below a limit.
+# A counter quiet for LOGIN_FAILURE_WINDOW_SECONDS (a day or more) starts again from 0.
+ENSURE_COUNTERS = """
+    INSERT INTO public.dashgate_throttle (key, hits, window_started_at, last_hit_at)
+    SELECT key, 0, %(now)s, %(now)s FROM unnest(%(keys)s::text[]) AS k(key) ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+"""
+JUDGE_ATTEMPT = """
+    WITH locked AS (
+        SELECT t.key, k.lim, t.last_hit_at,
+               CASE WHEN t.last_hit_at <= %(forget_before)s THEN 0 ELSE t.hits END AS hits
+        FROM public.dashgate_throttle t
+        JOIN unnest(%(keys)s::text[], %(limits)s::int[]) AS k(key, lim) ON k.key = t.key
+        ORDER BY t.key
+        FOR UPDATE OF t
+    ), judged AS (
+        SELECT key, hits,
+               CASE WHEN hits < lim THEN NULL
+                    ELSE last_hit_at + make_interval(secs => least(%(base)s * power(2, least(hits - lim, 30)), %(cap)s))
+               END AS retry_at
+        FROM locked
+    ), counted AS (
+        UPDATE public.dashgate_throttle t SET hits = judged.hits + 1, last_hit_at = %(now)s
+        FROM judged
+        WHERE t.key = judged.key AND NOT EXISTS (SELECT 1 FROM judged WHERE retry_at > %(now)s)
     )
-    SELECT u.id, u.email, u.first_name, u.last_name, u.created_at, u.password_hash,
-           (SELECT coalesce(array_agg(key), '{}') FROM claimed) AS claimed,
-           be.hits, be.window_started_at, be.last_hit_at, bi.hits, bi.window_started_at, bi.last_hit_at
-    FROM (SELECT 1) AS one
-    LEFT JOIN public.users u ON lower(u.email) = %(email)s
-    LEFT JOIN before be ON be.key = %(email_key)s
-    LEFT JOIN before bi ON bi.key = %(ip_key)s
+    SELECT max(retry_at) FILTER (WHERE retry_at > %(now)s) FROM judged
+"""
+# The user whose address this is. Addresses that differ only in letter case may exist in a table an
+# older app filled (migration 0004 keeps them): the oldest account answers, always the same one.
+FIND_LOGIN_USER = """
+    SELECT id, email, first_name, last_name, created_at, password_hash
+    FROM public.users WHERE lower(email) = %(email)s ORDER BY id LIMIT 1
 """
 
-# One statement for a successful login: forget the email's failures, revoke the session the
-# client presented (never adopt it), create the new one, and record the login on the user.
-RECORD_LOGIN_SUCCESS = """
-    WITH cleared AS (
-        DELETE FROM public.dashgate_throttle WHERE key = %(email_key)s
-    ), uncounted AS (
-        UPDATE public.dashgate_throttle SET hits = greatest(hits - 1, 0) WHERE key = %(ip_key)s
-    ), pruned AS (  -- this user's dead sessions, and a bounded batch of anyone's long dead
-        DELETE FROM public.dashgate_sessions
-        WHERE (user_id = %(user_id)s AND (expires_at < %(now)s OR revoked_at IS NOT NULL))
-           OR id_hash IN (SELECT id_hash FROM public.dashgate_sessions
-                          WHERE expires_at < %(stale_cutoff)s LIMIT 100)
-    ), stale_counters AS (  -- counters quiet for a day (unknown emails leave one each)
-        DELETE FROM public.dashgate_throttle
-        WHERE key IN (SELECT key FROM public.dashgate_throttle WHERE last_hit_at < %(stale_cutoff)s LIMIT 100)
-    ), revoked AS (
-        UPDATE public.dashgate_sessions SET revoked_at = %(now)s
-        WHERE id_hash = %(presented_hash)s AND revoked_at IS NULL
-    ), created AS (
-        INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, expires_at)
-        VALUES (%(id_hash)s, %(user_id)s, %(remember)s, %(now)s, %(now)s, %(expires_at)s)
+# A successful login, in one transaction sent as one round trip: the counters first (in key order:
+# the counter the attempt was judged on starts again, the network's takes this attempt back), then
+# the session the client presented is revoked (never adopted), the new one created, the user updated.
+SETTLE_COUNTERS = """
+    WITH locked AS (
+        SELECT key FROM public.dashgate_throttle WHERE key = ANY(%(keys)s::text[]) ORDER BY key FOR UPDATE
     )
+    UPDATE public.dashgate_throttle t
+    SET hits = CASE WHEN t.key = ANY(%(reset)s::text[]) THEN 0 ELSE greatest(t.hits - 1, 0) END
+    FROM locked WHERE t.key = locked.key
+"""
+REVOKE_PRESENTED_SESSION = """
+    UPDATE public.dashgate_sessions SET revoked_at = %(now)s
+    WHERE id_hash = %(presented_hash)s AND revoked_at IS NULL
+"""
+CREATE_SESSION = """
+    INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, expires_at)
+    VALUES (%(id_hash)s, %(user_id)s, %(remember)s, %(now)s, %(now)s, %(expires_at)s)
+"""
+RECORD_LOGIN = """
     UPDATE public.users SET
         last_login_at = %(now)s,
         last_login_ip = %(ip)s,
         login_count = coalesce(login_count, 0) + 1,
         password_hash = coalesce(%(new_hash)s, password_hash)
     WHERE id = %(user_id)s
+"""
+
+# Housekeeping (a scheduled function, never the sign-in path): dead sessions and forgotten counters,
+# a bounded batch per statement so no statement holds many row locks for long.
+PRUNE_SESSIONS = """
+    DELETE FROM public.dashgate_sessions WHERE id_hash IN (
+        SELECT id_hash FROM public.dashgate_sessions
+        WHERE expires_at < %(now)s OR revoked_at IS NOT NULL OR (NOT remember AND last_seen_at < %(idle_before)s)
+        LIMIT %(batch)s)
+"""
+PRUNE_COUNTERS = """
+    DELETE FROM public.dashgate_throttle WHERE key IN (
+        SELECT key FROM public.dashgate_throttle WHERE last_hit_at < %(quiet_before)s LIMIT %(batch)s)
 """
 
 # Find the signed-in user and, at most every few minutes, record the use for the idle timeout.
@@ -216,12 +277,14 @@ CREATE_MIGRATIONS_TABLE = """
     )
 """
 LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(%(key)s)"
-APPLIED_MIGRATIONS = "SELECT version FROM public.dashgate_schema_migrations"
+SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(ms)s, true)"
+IS_MIGRATION_APPLIED = "SELECT 1 FROM public.dashgate_schema_migrations WHERE version = %(version)s"
 RECORD_MIGRATION = "INSERT INTO public.dashgate_schema_migrations (version) VALUES (%(version)s)"
 
 
 class Store:
-    """PostgreSQL access over one lazily opened connection per execution environment."""
+    """PostgreSQL access over one lazily opened connection per execution environment, or over a
+    pool (`pool_size`) where several threads share the store (the guard in a threaded host)."""
 
     def __init__(
         self,
@@ -231,6 +294,7 @@ class Store:
         statement_timeout_ms: int = 3000,
         application_name: str = "dashgate",
         behind_proxy: bool = False,
+        pool_size: int = 0,
     ) -> None:
         self._conninfo_source = conninfo
         #: RDS Proxy pins a client to one database connection on session state: server-side
@@ -242,6 +306,8 @@ class Store:
         self._statement_timeout_ms = statement_timeout_ms
         self._application_name = application_name
         self._connection: psycopg.Connection | None = None
+        self._pool_size = pool_size
+        self._pool: Any = None  # psycopg_pool.ConnectionPool, imported only where a pool is asked for
         #: Statements sent to the server, for the round-trip budget (and the tests that hold it).
         self.round_trips = 0
         #: Seconds spent waiting for those statements: `make bench` subtracts it to show our own overhead.
@@ -249,7 +315,8 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, application_name: str = "dashgate",
-                      connect_timeout: int | None = None, statement_timeout_ms: int | None = None) -> Store:
+                      connect_timeout: int | None = None, statement_timeout_ms: int | None = None,
+                      pool_size: int = 0) -> Store:
         """A store for DATABASE_URL, or for the RDS-style secret DB_SECRET_ARN (read at first connect)."""
         return cls(
             lambda: database_conninfo(settings),
@@ -257,7 +324,13 @@ class Store:
             statement_timeout_ms=statement_timeout_ms or settings.db_statement_timeout_ms,
             application_name=application_name,
             behind_proxy=bool(settings.db_host),  # DB_HOST exists to point at an RDS Proxy
+            pool_size=pool_size,
         )
+
+    @property
+    def round_trip_timeout(self) -> float:
+        """The longest one round trip may take before the client gives up on the server."""
+        return self._statement_timeout_ms / 1000 + ROUND_TRIP_MARGIN_SECONDS
 
     # -- operations ---------------------------------------------------------------------------
     def ping(self, sql: str) -> float:
@@ -293,30 +366,53 @@ class Store:
             return Registration(Hits(*row[:3]), user)
         return self._run(work)
 
-    def claim_login_attempt(self, *, email: str, email_key: str, ip_key: str, limits: tuple[int, int],
-                            backoff: tuple[int, int], quiet: timedelta, now: datetime) -> LoginAttempt:
-        """Count an attempt unless throttled; the user (or None) and the counters as they were."""
-        params = {"email": email, "email_key": email_key, "ip_key": ip_key, "email_limit": limits[0],
-                  "ip_limit": limits[1], "base": backoff[0], "max": backoff[1], "now": now, "quiet_cutoff": now - quiet}
+    def claim_login_attempt(self, *, email: str, backoff: Backoff, now: datetime) -> LoginAttempt:
+        """Count an attempt on every key of `backoff`, or on none when one refuses; read the user."""
+        keys = sorted(backoff.limits)
+        params = {"email": email, "keys": keys, "limits": [backoff.limits[k] for k in keys], "now": now,
+                  "base": backoff.base_seconds, "cap": backoff.cap_seconds, "forget_before": now - backoff.forget_after}
 
         def work(conn: psycopg.Connection) -> LoginAttempt:
-            row = conn.execute(CLAIM_LOGIN_ATTEMPT, params).fetchone()
-            user = User(*row[:5]) if row[0] is not None else None
-            refused = {email_key, ip_key} - set(row[6])
-            email_hits = Hits(*row[7:10]) if row[7] is not None else None
-            ip_hits = Hits(*row[10:13]) if row[10] is not None else None
-            return LoginAttempt(user, row[5], refused, email_hits, ip_hits)
+            with conn.pipeline(), conn.transaction():
+                conn.execute(ENSURE_COUNTERS, params)
+                judged = conn.execute(JUDGE_ATTEMPT, params)
+                found = conn.execute(FIND_LOGIN_USER, params)
+            (refused_until,) = judged.fetchone()
+            row = found.fetchone()
+            return LoginAttempt(User(*row[:5]) if row else None, row[5] if row else None, refused_until)
         return self._run(work)
 
     def record_login_success(self, *, user_id: int, ip: str, session: NewSession, presented_hash: bytes | None,
-                             new_hash: str | None, email_key: str, ip_key: str, now: datetime) -> None:
-        """Create the session and record the login, in one statement."""
+                             new_hash: str | None, counted: list[str], reset: list[str], now: datetime) -> None:
+        """Settle the attempt's counters, swap the presented session for a new one, record the login:
+        one transaction, one round trip."""
         params = {
             "user_id": user_id, "ip": ip, "id_hash": session.id_hash, "remember": session.remember,
             "expires_at": session.expires_at, "presented_hash": presented_hash, "new_hash": new_hash,
-            "email_key": email_key, "ip_key": ip_key, "now": now, "stale_cutoff": now - STALE_AFTER,
+            "keys": sorted(counted), "reset": reset, "now": now,
         }
-        self._run(lambda conn: conn.execute(RECORD_LOGIN_SUCCESS, params))
+
+        def work(conn: psycopg.Connection) -> None:
+            with conn.pipeline(), conn.transaction():
+                conn.execute(SETTLE_COUNTERS, params)
+                if presented_hash is not None:
+                    conn.execute(REVOKE_PRESENTED_SESSION, params)
+                conn.execute(CREATE_SESSION, params)
+                conn.execute(RECORD_LOGIN, params)
+        self._run(work)
+
+    def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, batch: int = 1000,
+              max_batches: int = 100) -> tuple[int, int]:
+        """Delete dead sessions and forgotten counters, batch by batch; the numbers deleted."""
+        params = {"now": now, "idle_before": now - idle, "quiet_before": now - counters_quiet_for, "batch": batch}
+        totals = [0, 0]
+        for index, statement in enumerate((PRUNE_SESSIONS, PRUNE_COUNTERS)):
+            for _ in range(max_batches):
+                deleted = self._run(lambda conn, sql=statement: conn.execute(sql, params).rowcount)
+                totals[index] += deleted
+                if deleted < batch:
+                    break
+        return totals[0], totals[1]
 
     def find_session_user(self, *, id_hash: bytes, now: datetime, idle: timedelta,
                           touch_every: timedelta) -> User | None:
@@ -341,10 +437,13 @@ class Store:
         return self._run(migrate)
 
     def close(self) -> None:
-        """Close the connection (SnapStart hooks, tests, the local server's shutdown)."""
+        """Close the connection, or the pool (SnapStart hooks, tests, the local server's shutdown)."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def reset(self) -> None:
         """Close the connection and forget the credentials read from DB_SECRET_ARN (after a SnapStart restore)."""
@@ -358,29 +457,54 @@ class Store:
 
     # -- connection -----------------------------------------------------------------------------
     def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run `work` on the connection, reconnecting once when the server certainly dropped it."""
-        for attempt in (1, 2):
-            conn = self._connect()
+        """Run `work` on a connection: once more after the server certainly dropped it, and up to
+        ROLLED_BACK_ATTEMPTS times when the server rolled it back (deadlock, serialization)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            conn = self._acquire()
             started = time.perf_counter()
             try:
                 self.round_trips += 1
                 return work(conn)
             except psycopg.OperationalError as exc:
-                if attempt == 1 and conn.broken and _safe_to_retry(exc):
-                    self.close()
+                if _worth_another_attempt(exc, conn, attempt):
                     continue
-                self._discard_if_broken(conn)
                 raise ServiceUnavailable() from exc
             except (psycopg.InterfaceError, psycopg.DatabaseError) as exc:
-                self._discard_if_broken(conn)
                 raise ServiceUnavailable() from exc
             finally:
                 self.db_seconds += time.perf_counter() - started
-        raise AssertionError("unreachable")  # pragma: no cover
+                self._release(conn)
+
+    def _acquire(self) -> psycopg.Connection:
+        if self._pool_size:
+            try:
+                return self._open_pool().getconn(timeout=self._connect_timeout + 1)
+            except Exception as exc:  # PoolTimeout, or the secret could not be read: a 503
+                raise ServiceUnavailable() from exc
+        return self._connect()
+
+    def _release(self, conn: psycopg.Connection) -> None:
+        if self._pool is not None:
+            self._pool.putconn(conn)  # the pool discards a broken connection itself
+        elif conn.broken or conn.closed:
+            self.close()
+
+    def _open_pool(self) -> Any:
+        if self._pool is None:
+            from psycopg_pool import ConnectionPool
+
+            self._pool = ConnectionPool(
+                self._conninfo_source, min_size=1, max_size=self._pool_size, open=True,
+                connection_class=BoundedConnection, kwargs=self._connect_kwargs(), configure=self._configure,
+                check=ConnectionPool.check_connection, name=self._application_name,
+            )
+        return self._pool
 
     def _connect(self) -> psycopg.Connection:
         conn = self._connection
-        if conn is not None and not conn.closed and not conn.broken:
+        if conn is not None and not conn.closed and not conn.broken and not _spoke_while_idle(conn):
             return conn
         self.close()
         try:
@@ -404,22 +528,43 @@ class Store:
         return self._connection
 
     def _open(self, conninfo: str) -> psycopg.Connection:
+        conn = BoundedConnection.connect(conninfo, **self._connect_kwargs())
+        self._configure(conn)
+        return conn
+
+    def _connect_kwargs(self) -> dict[str, Any]:
         # Timestamps in UTC whatever the server's default (adopted tables use timestamp without
         # time zone); behind RDS Proxy no startup options at all (they pin the connection).
         options = {} if self._behind_proxy else {
             "options": f"-c statement_timeout={self._statement_timeout_ms} -c timezone=UTC"}
-        return psycopg.connect(
-            conninfo,
-            autocommit=True,
-            connect_timeout=self._connect_timeout,
-            application_name=self._application_name,
-            prepare_threshold=None if self._behind_proxy else 5,
-            **options,
-        )
+        return {
+            "autocommit": True, "connect_timeout": self._connect_timeout,
+            "application_name": self._application_name,
+            "prepare_threshold": None if self._behind_proxy else 5,
+            # Unacknowledged data for longer than a round trip may take: the kernel drops the connection.
+            "tcp_user_timeout": int(self.round_trip_timeout * 1000), **KEEPALIVES, **options,
+        }
 
-    def _discard_if_broken(self, conn: psycopg.Connection) -> None:
-        if conn.broken or conn.closed:
-            self.close()
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.round_trip_timeout = self.round_trip_timeout
+
+
+def _worth_another_attempt(exc: psycopg.OperationalError, conn: psycopg.Connection, attempt: int) -> bool:
+    """True when running the work again is safe and may succeed."""
+    if exc.sqlstate in ROLLED_BACK_SQLSTATES:
+        return attempt < ROLLED_BACK_ATTEMPTS
+    return attempt == 1 and conn.broken and _safe_to_retry(exc)
+
+
+def _spoke_while_idle(conn: psycopg.Connection) -> bool:
+    """True when an idle connection has input waiting: nothing but the server's goodbye (a FATAL
+    57P01 on termination, 57P05 on idle_session_timeout, or EOF) arrives unasked, so it is dead.
+    Checking costs one poll of the socket, no round trip; a pipeline could not tell otherwise."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    poller = select.poll()  # not select(): it fails on descriptors above 1023
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _safe_to_retry(exc: psycopg.OperationalError) -> bool:
@@ -444,16 +589,35 @@ def database_conninfo(settings: Settings) -> str:
     )
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
-    """Apply the SQL files in migrations/ in order, once each, under an advisory lock."""
+def migrate(conn: psycopg.Connection, *, lock_timeout_ms: int = MIGRATION_LOCK_TIMEOUT_MS,
+            attempts: int = MIGRATION_ATTEMPTS, pause: float = 1.0) -> list[str]:
+    """Apply the SQL files in migrations/ in order, once each: one transaction per file, under an
+    advisory lock, never waiting more than `lock_timeout_ms` for a table lock (then retried)."""
+    conn.execute(CREATE_MIGRATIONS_TABLE)
     applied_now = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        for attempt in range(1, attempts + 1):
+            try:
+                if _apply_migration(conn, path, lock_timeout_ms):
+                    applied_now.append(path.stem)
+                break
+            except psycopg.errors.LockNotAvailable:
+                # A live transaction holds the table: waiting longer would queue the dashboard's own
+                # queries behind our lock request. Let them through, then ask again.
+                if attempt == attempts:
+                    raise
+                time.sleep(pause * attempt)
+    return applied_now
+
+
+def _apply_migration(conn: psycopg.Connection, path: Path, lock_timeout_ms: int) -> bool:
+    """Run one migration file in its own transaction unless it was applied; True when run now."""
     with conn.transaction():
         conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
-        conn.execute(CREATE_MIGRATIONS_TABLE)
-        done = {row[0] for row in conn.execute(APPLIED_MIGRATIONS)}
-        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-            if path.stem not in done:
-                conn.execute(path.read_text())
-                conn.execute(RECORD_MIGRATION, {"version": path.stem})
-                applied_now.append(path.stem)
-    return applied_now
+        conn.execute(SET_LOCAL_LOCK_TIMEOUT, {"ms": str(lock_timeout_ms)})
+        conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(MIGRATION_STATEMENT_TIMEOUT_MS)})
+        if conn.execute(IS_MIGRATION_APPLIED, {"version": path.stem}).fetchone():
+            return False
+        conn.execute(path.read_text())
+        conn.execute(RECORD_MIGRATION, {"version": path.stem})
+    return True

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from dashgate.errors import EmailTaken, InvalidCredentials, Throttled, ValidationFailed
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
-from dashgate.store import Hits, LoginAttempt, NewSession, Store, User
+from dashgate.store import Backoff, NewSession, Store, User
 
 if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import argon2
     from dashgate.passwords import Passwords
@@ -49,11 +49,13 @@ class SignIn:
 
 @dataclass(frozen=True)
 class SignedIn:
-    """A successful login: the user, the cookie token and its lifetime (None: browser session)."""
+    """A successful login: the user, the cookie token and its lifetime (None: browser session), and
+    a fresh device token for this browser."""
 
     user: User
     token: str
     cookie_max_age: int | None
+    device_token: str
 
 
 def normalise_email(value: str) -> str:
@@ -125,19 +127,15 @@ class Users:
             raise EmailTaken()
         return outcome.user
 
-    def authenticate(self, form: SignIn, *, ip: str, presented_token: str | None, now: datetime) -> SignedIn:
+    def authenticate(self, form: SignIn, *, ip: str, presented_token: str | None, now: datetime,
+                     device_token: str | None = None) -> SignedIn:
         """Sign in; raises ValidationFailed, Throttled or InvalidCredentials (the same for unknown email)."""
         validate_sign_in(form)
-        s = self.settings
-        email_key, ip_key = f"login-email:{form.email}", f"login-ip:{network_of(ip)}"
-        found = self.store.claim_login_attempt(
-            email=form.email, email_key=email_key, ip_key=ip_key,
-            limits=(s.login_max_failures_per_email, s.login_max_failures_per_ip),
-            backoff=(s.login_backoff_base_seconds, s.login_backoff_max_seconds),
-            quiet=timedelta(seconds=s.login_failure_window_seconds), now=now,
-        )
-        if found.refused:
-            self._refuse(found, email_key, now)
+        backoff = self._login_backoff(form.email, ip, self.tokens.device_id(device_token, form.email, now))
+        found = self.store.claim_login_attempt(email=form.email, backoff=backoff, now=now)
+        if found.refused_until is not None:
+            wait = max(1, _seconds_until(found.refused_until, now))
+            raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
         # Verify first, always: an unknown email costs the same one verification (against a dummy).
         # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
@@ -146,12 +144,27 @@ class Users:
         session_id, token = self.tokens.new_session()
         lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
         presented_id = self.tokens.session_id(presented_token)
+        counted = list(backoff.limits)
         self.store.record_login_success(
-            user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, email_key=email_key, ip_key=ip_key,
+            user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, counted=counted, reset=counted[:1],
             session=NewSession(hash_session_id(session_id), form.remember_me, now + timedelta(seconds=lifetime)),
             presented_hash=hash_session_id(presented_id) if presented_id else None,
         )
-        return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None)
+        return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
+                        self.tokens.device_token(form.email, now))
+
+    def _login_backoff(self, email: str, ip: str, device: str | None) -> Backoff:
+        """The counters an attempt is judged on, the one a success starts again first: a known device's
+        own counter (OWASP device cookies: an attacker elsewhere cannot lock its owner out), else the
+        account's and the network's."""
+        s = self.settings
+        if device is not None:
+            limits = {f"login-device:{device}": s.login_max_failures_per_email}
+        else:
+            limits = {f"login-email:{email}": s.login_max_failures_per_email,
+                      f"login-ip:{network_of(ip)}": s.login_max_failures_per_ip}
+        return Backoff(limits, s.login_backoff_base_seconds, s.login_backoff_max_seconds,
+                       timedelta(seconds=s.login_failure_window_seconds))
 
     def current_user(self, token: str | None, *, now: datetime) -> User | None:
         """The user a session cookie names, or None (bad signature, unknown, revoked, expired, idle)."""
@@ -173,25 +186,11 @@ class Users:
             return self.store.revoke_all_sessions(id_hash=hash_session_id(session_id), now=now) > 0
         return self.store.revoke_session(id_hash=hash_session_id(session_id), now=now)
 
-    def _refuse(self, found: LoginAttempt, email_key: str, now: datetime) -> None:
-        """429 with the wait of the key (or keys) that refused the attempt."""
-        s = self.settings
-        waits = [1]  # at least a second, even if the counter moved on meanwhile
-        if email_key in found.refused:
-            waits.append(self._backoff_wait(found.email_hits, s.login_max_failures_per_email, now))
-        if found.refused - {email_key}:
-            waits.append(self._backoff_wait(found.ip_hits, s.login_max_failures_per_ip, now))
-        wait = max(waits)
-        raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
-
-    def _backoff_wait(self, hits: Hits | None, limit: int, now: datetime) -> int:
-        """Seconds still to wait: base * 2^(failures beyond the limit), capped; 0 when free to try."""
-        s = self.settings
-        quiet_since = now - timedelta(seconds=s.login_failure_window_seconds)
-        if hits is None or hits.hits < limit or hits.last_hit_at <= quiet_since:
-            return 0
-        delay = min(s.login_backoff_base_seconds * 2 ** min(hits.hits - limit, 30), s.login_backoff_max_seconds)
-        return _seconds_until(hits.last_hit_at + timedelta(seconds=delay), now)
+def prune(settings: Settings, store: Store, *, now: datetime) -> tuple[int, int]:
+    """Housekeeping: delete dead sessions, and counters quiet for longer than any throttle remembers
+    (so pruning never restarts a backoff); the numbers of each deleted."""
+    return store.prune(now=now, idle=timedelta(seconds=settings.session_idle_seconds),
+                       counters_quiet_for=timedelta(seconds=settings.counter_memory_seconds))
 
 
 def network_of(ip: str) -> str:

@@ -106,7 +106,7 @@ def assert_clean_headers(response: dict[str, Any]) -> None:
         assert "\r" not in name + value and "\n" not in name + value, (name, value)
     for cookie in response.get("cookies", []):
         assert "\r" not in cookie and "\n" not in cookie, cookie
-    assert set(response_cookies(response)) <= {SESSION, CSRF, "__Host-flash"}
+    assert set(response_cookies(response)) <= {SESSION, CSRF, "__Host-flash", "__Host-device"}
 
 
 NEW_USER = {"email": "mallory@example.com", "first_name": "Mallory", "last_name": "Mal",

@@ -89,7 +89,7 @@ def host(env: dict, database_url: str):
     guard = DashgateGuard(app.wsgi_app, settings=Settings.from_env({**env, "ORIGIN_VERIFY_SECRET": VERIFY}))
     app.wsgi_app = guard
     yield app.test_client(), guard
-    guard.users.store.close()
+    guard.store.close()
 
 
 def test_a_signed_out_page_request_goes_to_login_with_next(host) -> None:
@@ -139,13 +139,13 @@ def test_spoofed_identity_headers_are_ignored_and_stripped(host) -> None:
 
 def test_identity_from_the_gateway_is_trusted_when_the_origin_verify_secret_matches(host) -> None:
     client, guard = host
-    before = guard.users.store.round_trips
+    before = guard.store.round_trips
 
     response = client.get("/dash/", headers={"X-Dashgate-Identity-Verify": VERIFY, "X-Dashgate-User-Id": "7",
                                              "X-Dashgate-Email": "gw@example.com", "X-Dashgate-First-Name": "Gate"})
 
     assert response.status_code == 200 and response.text.startswith("Hello, Gate!")
-    assert guard.users.store.round_trips == before  # no database query
+    assert guard.store.round_trips == before  # no database query
 
 
 def test_an_expired_session_sends_the_dash_page_back_to_login(host, db, session_cookie: str) -> None:

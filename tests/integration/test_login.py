@@ -164,22 +164,7 @@ def test_backoff_ends_so_a_typo_does_not_lock_anyone_out_for_long(load, alice: d
 
     # THEN the right password works and clears the account's counter
     assert response["statusCode"] == 200
-    assert db.execute("SELECT count(*) FROM public.dashgate_throttle WHERE key LIKE 'login-email:%'").fetchone()[0] == 0
-
-
-def test_backoff_doubles_with_each_further_failure(load, alice: dict, db) -> None:
-    module = load("login", LOGIN_MAX_FAILURES_PER_EMAIL="2", LOGIN_BACKOFF_BASE_SECONDS="10",
-                  LOGIN_BACKOFF_MAX_SECONDS="15")
-    for _ in range(2):
-        login_json(module, {**CREDENTIALS, "password": "typo typo"})
-    first_wait = int(login_json(module, CREDENTIALS)["headers"]["Retry-After"])
-    db.execute("UPDATE public.dashgate_throttle SET last_hit_at = last_hit_at - interval '11 seconds'")
-    login_json(module, {**CREDENTIALS, "password": "typo again"})
-
-    second_wait = int(login_json(module, CREDENTIALS)["headers"]["Retry-After"])
-
-    assert 9 <= first_wait <= 10
-    assert 14 <= second_wait <= 15  # 20 s doubled, capped at LOGIN_BACKOFF_MAX_SECONDS
+    assert db.execute("SELECT hits FROM public.dashgate_throttle WHERE key LIKE 'login-email:%'").fetchone()[0] == 0
 
 
 def test_failures_from_one_ip_are_throttled_across_emails(load, alice: dict) -> None:
@@ -350,17 +335,3 @@ def test_ipv6_clients_are_counted_by_their_64_network(load, alice: dict) -> None
     other_network = login_json(module, CREDENTIALS, source_ip="2001:db8:1:3::1")
 
     assert same_network["statusCode"] == 429 and other_network["statusCode"] == 200
-
-
-def test_a_successful_login_prunes_long_dead_sessions_and_counters(browser: Browser, alice: dict, db) -> None:
-    # GIVEN a session and a counter from two days ago (an unknown email's failures leave one each)
-    db.execute("INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, "
-               "expires_at) SELECT sha256('old'::bytea), id, false, now() - interval '3 days', "
-               "now() - interval '3 days', now() - interval '2 days' FROM public.users")
-    db.execute("INSERT INTO public.dashgate_throttle VALUES ('login-email:gone@example.com', 1, "
-               "now() - interval '2 days', now() - interval '2 days')")
-
-    browser.submit("/login/", CREDENTIALS)
-
-    assert db.execute("SELECT count(*) FROM public.dashgate_sessions").fetchone()[0] == 1  # only the new one
-    assert db.execute("SELECT count(*) FROM public.dashgate_throttle WHERE key LIKE '%gone%'").fetchone()[0] == 0

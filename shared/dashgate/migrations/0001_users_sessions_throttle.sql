@@ -16,9 +16,21 @@ CREATE TABLE IF NOT EXISTS public.users (
 );
 
 -- Columns dashgate needs on a users table another app created first; never drops or rewrites.
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS last_login_at timestamptz;
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS last_login_ip text;
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS login_count integer;
+-- Only the missing ones: even ADD COLUMN IF NOT EXISTS takes an exclusive lock on the live table.
+DO $$
+DECLARE
+    col record;
+BEGIN
+    FOR col IN
+        SELECT needed.name, needed.definition
+        FROM (VALUES ('last_login_at', 'timestamptz'), ('last_login_ip', 'text'), ('login_count', 'integer'))
+             AS needed(name, definition)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = 'public.users'::regclass
+                          AND a.attname = needed.name AND NOT a.attisdropped)
+    LOOP
+        EXECUTE format('ALTER TABLE public.users ADD COLUMN %I %s', col.name, col.definition);
+    END LOOP;
+END $$;
 
 -- A session row per sign-in. The cookie names a random id; only its SHA-256 is kept here.
 CREATE TABLE IF NOT EXISTS public.dashgate_sessions (

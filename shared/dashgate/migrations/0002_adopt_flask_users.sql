@@ -1,10 +1,21 @@
 -- dashgate 0002: complete a users table that the dashboard's Flask app created, so dashgate can
 -- serve its users as they are. Only adds what is missing; never drops, renames or rewrites data.
 
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS password_hash text;
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS first_name text;
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS last_name text;
-ALTER TABLE public.users ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+-- Only the missing columns (as in 0001: no exclusive lock on the live table when nothing changes).
+DO $$
+DECLARE
+    col record;
+BEGIN
+    FOR col IN
+        SELECT needed.name, needed.definition
+        FROM (VALUES ('password_hash', 'text'), ('first_name', 'text'), ('last_name', 'text'),
+                     ('created_at', 'timestamptz NOT NULL DEFAULT now()')) AS needed(name, definition)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = 'public.users'::regclass
+                          AND a.attname = needed.name AND NOT a.attisdropped)
+    LOOP
+        EXECUTE format('ALTER TABLE public.users ADD COLUMN %I %s', col.name, col.definition);
+    END LOOP;
+END $$;
 
 -- Columns narrower than what dashgate accepts are widened to text (binary-compatible with
 -- varchar: no table rewrite, indexes kept): Werkzeug's scrypt hashes are 162 characters and

@@ -10,5 +10,5 @@ EXCEPTION WHEN unique_violation THEN
     CREATE INDEX IF NOT EXISTS users_lower_email_idx ON public.users (lower(email));
 END $$;
 
--- Stale counters are pruned in batches by age (store.RECORD_LOGIN_SUCCESS): find them by index.
+-- Quiet counters are pruned in batches by age (housekeeping): find them by index.
 CREATE INDEX IF NOT EXISTS dashgate_throttle_last_hit_at_idx ON public.dashgate_throttle (last_hit_at);

@@ -1,0 +1,27 @@
+"""Lambda entry point for housekeeping, run by an EventBridge schedule: prune dead sessions and
+forgotten throttle counters, off the sign-in path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashgate.errors import ServiceUnavailable
+from dashgate.runtime import Runtime
+from dashgate.users import prune
+
+runtime = Runtime("housekeeping", "", sessions=False)
+
+
+@runtime.logger.inject_lambda_context
+@runtime.metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """Prune, and say how much; a database outage is logged and retried at the next run."""
+    try:
+        sessions, counters = prune(runtime.settings, runtime.store, now=runtime.now())
+    except ServiceUnavailable as err:
+        runtime.log_error(err)
+        raise  # the schedule's invocation fails visibly (Errors metric); the next run catches up
+    runtime.metrics.add_metric(name="PrunedSessions", unit="Count", value=sessions)
+    runtime.metrics.add_metric(name="PrunedCounters", unit="Count", value=counters)
+    runtime.logger.info("Pruned", extra={"sessions": sessions, "counters": counters})
+    return {"sessions": sessions, "counters": counters}
