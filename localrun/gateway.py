@@ -74,6 +74,37 @@ def read_routes(template: Path = ROOT / "template.yaml") -> list[Route]:
     return routes
 
 
+#: Seconds in each unit of an EventBridge `rate()` expression.
+RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A function that a Schedule or ScheduleV2 event of template.yaml runs at a fixed rate."""
+
+    route: Route  # method and path are empty: only the function's code is used
+    every_seconds: int
+
+
+def read_schedules(template: Path = ROOT / "template.yaml") -> list[Schedule]:
+    """Every `rate(...)` schedule of every function in the SAM template."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    schedules = []
+    for logical_id, resource in yaml_parse(template.read_text())["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        for event in (props.get("Events") or {}).values():
+            settings = event.get("Properties") or {}
+            expression = settings.get("ScheduleExpression") or settings.get("Schedule") or ""
+            if event.get("Type") in ("Schedule", "ScheduleV2") and expression.startswith("rate("):
+                count, unit = expression.removeprefix("rate(").removesuffix(")").split()
+                route = Route("", "", logical_id, ROOT / props["CodeUri"], props["Handler"])
+                schedules.append(Schedule(route, int(count) * RATE_UNITS[unit]))
+    return schedules
+
+
 def select_route(routes: Iterable[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
     """API Gateway's choice: an exact route first, then the longest greedy match; None means $default."""
     candidates = [(route, params) for route in routes if (params := route.matches(method, path)) is not None]

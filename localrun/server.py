@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,17 @@ from urllib.parse import urlsplit
 
 from dashgate.guard import DashgateGuard
 from localrun.dashboard import builtin_dashboard, call_wsgi, proxy
-from localrun.gateway import ROOT, Environments, LambdaContext, build_event, read_routes, response_parts, select_route
+from localrun.gateway import (
+    ROOT,
+    Environments,
+    LambdaContext,
+    Schedule,
+    build_event,
+    read_routes,
+    read_schedules,
+    response_parts,
+    select_route,
+)
 from localrun.postgres import Cluster, PostgresNotFound
 
 #: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
@@ -30,7 +41,7 @@ LOCAL_DEFAULTS = {
 
 
 class Gateway:
-    """Routes by template.yaml, runs the functions, and answers $default."""
+    """Routes by template.yaml, runs the functions, runs the scheduled ones, and answers $default."""
 
     def __init__(self, dashboard_url: str | None) -> None:
         self.routes = read_routes()
@@ -38,6 +49,22 @@ class Gateway:
         self.environments = {r.function: Environments(r, concurrency) for r in self.routes}
         self.dashboard_url = dashboard_url
         self.builtin = None if dashboard_url else DashgateGuard(builtin_dashboard)
+        self._stopping = threading.Event()
+        self.scheduled = {s.route.function: Environments(s.route, 1) for s in read_schedules()}
+        for schedule in read_schedules():
+            threading.Thread(target=self._run_on_schedule, args=(schedule,), daemon=True).start()
+
+    def _run_on_schedule(self, schedule: Schedule) -> None:
+        """What EventBridge Scheduler does in AWS: the function at start, then at its rate."""
+        while True:
+            event = {"source": "localrun.scheduler", "detail-type": "Scheduled Event", "time": time.time()}
+            try:
+                result = self.scheduled[schedule.route.function].invoke(event, LambdaContext(schedule.route.function))
+                print(f"schedule {schedule.route.function}: {result}", flush=True)
+            except Exception as exc:  # the next run tries again, as in AWS
+                print(f"schedule {schedule.route.function} failed: {type(exc).__name__}", flush=True)
+            if self._stopping.wait(schedule.every_seconds):
+                return
 
     def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None,
                client_ip: str) -> tuple[int, list[tuple[str, str]], bytes, str]:
@@ -57,8 +84,9 @@ class Gateway:
         return (*response_parts(self.environments[route.function].invoke(event, context)), route.function)
 
     def close(self) -> None:
-        """Close every environment's database connection, and the guard's."""
-        for environments in self.environments.values():
+        """Stop the schedules; close every environment's database connection, and the guard's."""
+        self._stopping.set()
+        for environments in [*self.environments.values(), *self.scheduled.values()]:
             environments.close()
         if self.builtin is not None:
             self.builtin.store.close()

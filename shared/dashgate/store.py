@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,6 +309,7 @@ class Store:
         self._connection: psycopg.Connection | None = None
         self._pool_size = pool_size
         self._pool: Any = None  # psycopg_pool.ConnectionPool, imported only where a pool is asked for
+        self._pool_lock = threading.Lock()
         #: Statements sent to the server, for the round-trip budget (and the tests that hold it).
         self.round_trips = 0
         #: Seconds spent waiting for those statements: `make bench` subtracts it to show our own overhead.
@@ -492,15 +494,19 @@ class Store:
             self.close()
 
     def _open_pool(self) -> Any:
-        if self._pool is None:
-            from psycopg_pool import ConnectionPool
-
-            self._pool = ConnectionPool(
-                self._conninfo_source, min_size=1, max_size=self._pool_size, open=True,
-                connection_class=BoundedConnection, kwargs=self._connect_kwargs(), configure=self._configure,
-                check=ConnectionPool.check_connection, name=self._application_name,
-            )
+        with self._pool_lock:  # the first requests of a threaded host arrive together
+            if self._pool is None:
+                self._pool = self._new_pool()
         return self._pool
+
+    def _new_pool(self) -> Any:
+        from psycopg_pool import ConnectionPool
+
+        return ConnectionPool(
+            self._conninfo_source, min_size=1, max_size=self._pool_size, open=True,
+            connection_class=BoundedConnection, kwargs=self._connect_kwargs(), configure=self._configure,
+            check=ConnectionPool.check_connection, name=self._application_name,
+        )
 
     def _connect(self) -> psycopg.Connection:
         conn = self._connection
@@ -593,7 +599,9 @@ def migrate(conn: psycopg.Connection, *, lock_timeout_ms: int = MIGRATION_LOCK_T
             attempts: int = MIGRATION_ATTEMPTS, pause: float = 1.0) -> list[str]:
     """Apply the SQL files in migrations/ in order, once each: one transaction per file, under an
     advisory lock, never waiting more than `lock_timeout_ms` for a table lock (then retried)."""
-    conn.execute(CREATE_MIGRATIONS_TABLE)
+    with conn.transaction():  # under the lock: two first runs would race to create it
+        conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
+        conn.execute(CREATE_MIGRATIONS_TABLE)
     applied_now = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         for attempt in range(1, attempts + 1):

@@ -24,6 +24,10 @@ SPEC_ROUTES = {"/register/": ("RegisterFunction", {"GET", "POST"}), "/login/": (
                "/logout/": ("LogoutFunction", {"GET", "POST"}), "/healthcheck/": ("HealthFunction", {"GET"})}
 
 
+OTHER_FUNCTIONS = {"migrate": "MigrateFunction", "authorizer": "AuthorizerFunction",
+                   "housekeeping": "HousekeepingFunction"}
+
+
 class NoManagedPolicies:
     """Stands in for the translator's IAM lookup (iam:ListPolicies): no AWS account needed."""
 
@@ -115,7 +119,7 @@ def test_every_other_path_goes_to_the_dashboard(translated: dict) -> None:
 def test_every_function_runs_arm64_python313_with_the_layer(translated: dict) -> None:
     functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
 
-    assert set(functions) == {*FUNCTIONS.values(), "MigrateFunction", "AuthorizerFunction"}
+    assert set(functions) == {*FUNCTIONS.values(), *OTHER_FUNCTIONS.values()}
     for resource in functions.values():
         props = resource["Properties"]
         assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
@@ -131,9 +135,6 @@ def test_the_layer_builds_for_arm64(translated: dict) -> None:
     requirements = [line for line in (ROOT / "shared" / "requirements.txt").read_text().splitlines()
                     if line.strip() and not line.startswith("#")]
     assert requirements and not [line for line in requirements if line.startswith(("boto3", "botocore"))]
-
-
-OTHER_FUNCTIONS = {"migrate": "MigrateFunction", "authorizer": "AuthorizerFunction"}
 
 
 @pytest.mark.parametrize("name", [*FUNCTIONS, *OTHER_FUNCTIONS])
@@ -180,6 +181,35 @@ def test_operations_resources_are_present(translated: dict) -> None:
     assert resources["HealthCanary"]["Properties"]["RuntimeVersion"] == {"Ref": "CanaryRuntimeVersion"}
     assert resources["SchemaMigrations"]["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     assert set(translated["Outputs"]) >= {"ApiUrl", "HealthUrl"}
+
+
+def test_code_that_needs_the_schema_waits_for_the_migration(translated: dict) -> None:
+    resources = translated["Resources"]
+    needs_schema = [*FUNCTIONS.values(), "AuthorizerFunction", "HousekeepingFunction"]
+
+    # the function, hence its published version and alias (they refer to it), hence the routes to it
+    for logical in needs_schema:
+        assert "SchemaMigrations" in resources[logical]["DependsOn"], logical
+    versions = {r["Properties"]["FunctionName"]["Ref"] for r in resources.values()
+                if r["Type"] == "AWS::Lambda::Version"}
+    assert versions == {*FUNCTIONS.values(), "AuthorizerFunction"}
+    assert "SchemaMigrations" not in resources["MigrateFunction"].get("DependsOn", [])
+
+
+def test_the_migration_runs_again_when_the_database_target_changes(translated: dict) -> None:
+    props = translated["Resources"]["SchemaMigrations"]["Properties"]
+
+    # Custom resource properties: a change of any of them is an Update, which migrates.
+    assert props["DbSecretArn"] == {"Ref": "DbSecretArn"} and props["DbHost"] == {"Ref": "DbHost"}
+    assert props["LayerVersion"]["Ref"].startswith("DashgateLayer")  # the version's logical id: a hash added
+
+
+def test_housekeeping_runs_hourly_on_a_schedule(translated: dict) -> None:
+    schedules = [r for r in translated["Resources"].values() if r["Type"] == "AWS::Scheduler::Schedule"]
+
+    assert len(schedules) == 1
+    assert schedules[0]["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    assert schedules[0]["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": ["HousekeepingFunction", "Arn"]}
 
 
 def run_tool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
