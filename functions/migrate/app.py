@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from dashgate.settings import Settings
-from dashgate.store import Store
+from dashgate.store import MIGRATION_STATEMENT_TIMEOUT_MS, Store
 
 #: Constant, so an update never makes CloudFormation delete the "old" resource.
 PHYSICAL_ID = "dashgate-schema"
@@ -19,9 +19,10 @@ logger = Logger(service="dashgate-migrate")
 
 
 def apply_migrations() -> list[str]:
-    """Apply pending migrations with generous timeouts (a deploy may wait on a lock)."""
+    """Apply pending migrations: lock waits are short and retried (store.migrate); one statement may
+    take MIGRATION_STATEMENT_TIMEOUT_MS (an index on a big table), well inside the function's timeout."""
     store = Store.from_settings(settings, application_name="dashgate-migrate", connect_timeout=10,
-                                statement_timeout_ms=300_000)
+                                statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS)
     try:
         return store.migrate()
     finally:
