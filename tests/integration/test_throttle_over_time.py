@@ -12,9 +12,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from dashgate.errors import ConfigurationError
+from dashgate.errors import ConfigurationError, ServiceUnavailable
 from dashgate.settings import Settings, worst_case_verifications_per_day
-from dashgate.store import Store
+from dashgate.store import Store, one_round_trip
 from tests.conftest import ALICE, PASSWORD
 from tests.integration.test_login import CREDENTIALS, count_hashing, login_json
 from tests.support import ORIGIN, Browser, Clock, LambdaContext, make_event, response_cookies
@@ -272,6 +272,24 @@ def test_a_deadlocked_transaction_is_retried(database_url: str, db) -> None:
     # THEN our work ran again after the other committed, and both changes landed exactly once
     assert len(attempts) == 2
     assert dict(db.execute("SELECT key, hits FROM public.dashgate_throttle").fetchall()) == {"a": 11, "b": 11}
+
+
+def test_a_transaction_in_one_round_trip_is_all_or_nothing_and_leaves_the_connection_usable(
+        database_url: str, db) -> None:
+    store = Store(lambda: database_url)
+
+    def work(conn: psycopg.Connection) -> None:
+        with one_round_trip(conn):
+            conn.execute("INSERT INTO public.dashgate_throttle VALUES ('x', 1, now(), now())")
+            conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(ServiceUnavailable):
+        store._run(work)
+    pid = store.backend_pid
+
+    assert db.execute("SELECT count(*) FROM public.dashgate_throttle").fetchone()[0] == 0
+    assert store.ping("select 1") >= 0 and store.backend_pid == pid
+    store.close()
 
 
 def test_a_refused_json_attempt_says_why(load, alice: dict) -> None:
