@@ -21,11 +21,13 @@ from bench.warm import load
 from tests.support import ROOT
 
 OUTPUT = ROOT / ".bench"
-#: Settings a deployment would not have: measured requests repeat one account's password from many
-#: addresses, and must never be throttled (throttling is counted separately, with the defaults).
+#: Measured requests must never be throttled (throttling is counted separately): registrations come
+#: from many addresses of one process, so that limit is lifted; login keeps its defaults (settings
+#: refuse limits above 100 guesses a day), and each measured request comes from a new address, each
+#: unknown-email attempt names a new address, and a success between wrong passwords clears them.
 BENCH_ENV = {
     "SESSION_SECRETS": "b" * 48, "POWERTOOLS_METRICS_NAMESPACE": "dashgate-bench", "AWS_DEFAULT_REGION": "eu-west-1",
-    "LOGIN_MAX_FAILURES_PER_EMAIL": "1000000", "LOGIN_MAX_FAILURES_PER_IP": "1000000", "REGISTER_MAX_PER_IP": "1000000",
+    "REGISTER_MAX_PER_IP": "1000000",
 }
 #: Variables that would change what is measured (argon2 stays at its defaults, the OWASP minimum).
 CLEARED_PREFIXES = ("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_", "PYTHON")

@@ -15,7 +15,8 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from localrun import postgres, server
-from localrun.gateway import build_event, read_routes, response_parts, select_route
+from localrun.gateway import build_event, read_routes, read_schedules, response_parts, select_route
+from tests.support import wait_for
 
 
 class NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -177,3 +178,16 @@ def test_the_embedded_database_keeps_its_data_between_runs(start_server) -> None
     assert (tmp_path / "kept" / "session-key").exists()
     second.stop()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_make_run_runs_the_scheduled_housekeeping_at_start(start_server, database_url: str, db) -> None:
+    # GIVEN a counter forgotten long ago, as housekeeping in AWS would delete it
+    db.execute("INSERT INTO public.dashgate_throttle VALUES ('login-email:gone@example.com', 3, "
+               "now() - interval '3 days', now() - interval '3 days')")
+
+    local = start_server(DATABASE_URL=database_url)
+
+    # THEN the schedule of template.yaml ran the housekeeping function, as EventBridge would
+    wait_for(lambda: any(line.startswith("schedule HousekeepingFunction:") for line in local.lines), timeout=30)
+    assert db.execute("SELECT count(*) FROM public.dashgate_throttle").fetchone()[0] == 0
+    assert [s.every_seconds for s in read_schedules()] == [3600]
