@@ -34,6 +34,7 @@ class BoundedConnection(psycopg.Connection):
     """
 
     round_trip_timeout: float | None = None
+    idle_poller: Any = None  # select.poll on the socket, for _spoke_while_idle
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         """Wait as psycopg does, but never longer than `round_trip_timeout`."""
@@ -552,8 +553,10 @@ class Store:
             "tcp_user_timeout": int(self.round_trip_timeout * 1000), **KEEPALIVES, **options,
         }
 
-    def _configure(self, conn: psycopg.Connection) -> None:
+    def _configure(self, conn: BoundedConnection) -> None:
         conn.round_trip_timeout = self.round_trip_timeout
+        conn.idle_poller = select.poll()  # not select(): it fails on descriptors above 1023
+        conn.idle_poller.register(conn.fileno(), select.POLLIN)
 
 
 @contextlib.contextmanager
@@ -580,15 +583,13 @@ def _worth_another_attempt(exc: psycopg.OperationalError, conn: psycopg.Connecti
     return attempt == 1 and conn.broken and _safe_to_retry(exc)
 
 
-def _spoke_while_idle(conn: psycopg.Connection) -> bool:
+def _spoke_while_idle(conn: BoundedConnection) -> bool:
     """True when an idle connection has input waiting: nothing but the server's goodbye (a FATAL
     57P01 on termination, 57P05 on idle_session_timeout, or EOF) arrives unasked, so it is dead.
     Checking costs one poll of the socket, no round trip; a pipeline could not tell otherwise."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return False
-    poller = select.poll()  # not select(): it fails on descriptors above 1023
-    poller.register(conn.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+    return bool(conn.idle_poller.poll(0))
 
 
 def _safe_to_retry(exc: psycopg.OperationalError) -> bool:
