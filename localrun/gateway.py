@@ -7,6 +7,7 @@ import importlib.util
 import itertools
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ class LambdaContext:
     aws_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:dashgate"
+    timeout_seconds: float = 60.0
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds until the invocation's timeout, as Lambda's context says."""
+        return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
 
 
 @dataclass(frozen=True)

@@ -63,9 +63,12 @@ class KeyRing:
     def _refresh(self) -> None:
         try:
             keys = load_signing_keys(self.settings)
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # Secrets Manager down or denied: keep what we have, say why, retry later
+        except Exception as exc:
+            # Without any key, a malformed secret stops start-up (SPEC: Configuration). Later, a bad
+            # write during a rotation or Secrets Manager being down must not sign anyone out: keep
+            # the keys we have, say why, and read again a little later, not on every request.
+            if isinstance(exc, ConfigurationError) and self._tokens is None:
+                raise
             if self._on_error is not None:
                 self._on_error(exc)
             self._read_again_at = self.clock() + self.RETRY_AFTER_FAILURE_SECONDS

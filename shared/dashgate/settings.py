@@ -124,6 +124,8 @@ class Settings:
             raise ConfigurationError(f"ORIGIN_VERIFY_SECRET must be at least {MIN_KEY_LENGTH} characters")
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
+        if self.login_failure_window_seconds < DAY_SECONDS:  # the bound below assumes it
+            raise ConfigurationError(f"LOGIN_FAILURE_WINDOW_SECONDS must be at least {DAY_SECONDS}")
         worst = worst_case_verifications_per_day(self.login_max_failures_per_email, self.login_backoff_base_seconds,
                                                  self.login_backoff_max_seconds)
         if worst > MAX_VERIFICATIONS_PER_DAY:
@@ -150,6 +152,8 @@ def worst_case_verifications_per_day(limit: int, base: int, cap: int) -> int:
     the earliest moment the backoff allows. The first day of a fresh counter is the worst: waits only
     grow with the count, and a counter is forgotten only after a quiet day (LOGIN_FAILURE_WINDOW_SECONDS
     is at least a day), so no 24 hours ever see two counters' first days."""
+    if limit > MAX_VERIFICATIONS_PER_DAY:
+        return limit  # the free attempts alone are too many (and a huge limit would loop for long)
     attempts, hits, t = 0, 0, 0
     while t < DAY_SECONDS:
         attempts += 1

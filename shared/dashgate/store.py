@@ -239,7 +239,9 @@ PRUNE_SESSIONS = """
 """
 PRUNE_COUNTERS = """
     DELETE FROM public.dashgate_throttle WHERE key IN (
-        SELECT key FROM public.dashgate_throttle WHERE last_hit_at < %(quiet_before)s LIMIT %(batch)s)
+        SELECT key FROM public.dashgate_throttle WHERE last_hit_at < %(quiet_before)s
+        ORDER BY key LIMIT %(batch)s FOR UPDATE SKIP LOCKED  -- key order, never waiting on a login
+    ) AND last_hit_at < %(quiet_before)s  -- a login may have used it since the subquery looked
 """
 
 # Find the signed-in user and, at most every few minutes, record the use for the idle timeout.
@@ -405,17 +407,18 @@ class Store:
                 conn.execute(RECORD_LOGIN, params)
         self._run(work)
 
-    def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, batch: int = 1000,
-              max_batches: int = 100) -> tuple[int, int]:
-        """Delete dead sessions and forgotten counters, batch by batch; the numbers deleted."""
+    def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, seconds: float,
+              batch: int = 1000) -> tuple[int, int]:
+        """Delete dead sessions and forgotten counters, batch by batch, for at most about `seconds`
+        (the next run goes on where this one stopped); the numbers deleted."""
         params = {"now": now, "idle_before": now - idle, "quiet_before": now - counters_quiet_for, "batch": batch}
+        stop_at = time.monotonic() + seconds
         totals = [0, 0]
         for index, statement in enumerate((PRUNE_SESSIONS, PRUNE_COUNTERS)):
-            for _ in range(max_batches):
+            deleted = batch
+            while deleted == batch and time.monotonic() < stop_at:
                 deleted = self._run(lambda conn, sql=statement: conn.execute(sql, params).rowcount)
                 totals[index] += deleted
-                if deleted < batch:
-                    break
         return totals[0], totals[1]
 
     def find_session_user(self, *, id_hash: bytes, now: datetime, idle: timedelta,
@@ -569,11 +572,22 @@ def one_round_trip(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("BEGIN")
             yield
             conn.execute("COMMIT")
-    except BaseException:
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            with contextlib.suppress(psycopg.Error):  # the first error is the one to report
-                conn.execute("ROLLBACK")
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate in RETRYABLE_SQLSTATES:
+            # The server went away while the pipeline ran: the COMMIT may have run before it did,
+            # so this transaction is not "certainly not run" and must not be run again.
+            raise psycopg.OperationalError(f"connection lost during a transaction: {exc}") from exc
+        _roll_back(conn)
         raise
+    except BaseException:
+        _roll_back(conn)
+        raise
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):  # the first error is the one to report
+            conn.execute("ROLLBACK")
 
 
 def _worth_another_attempt(exc: psycopg.OperationalError, conn: psycopg.Connection, attempt: int) -> bool:

@@ -186,11 +186,11 @@ class Users:
             return self.store.revoke_all_sessions(id_hash=hash_session_id(session_id), now=now) > 0
         return self.store.revoke_session(id_hash=hash_session_id(session_id), now=now)
 
-def prune(settings: Settings, store: Store, *, now: datetime) -> tuple[int, int]:
-    """Housekeeping: delete dead sessions, and counters quiet for longer than any throttle remembers
-    (so pruning never restarts a backoff); the numbers of each deleted."""
+def prune(settings: Settings, store: Store, *, now: datetime, seconds: float) -> tuple[int, int]:
+    """Housekeeping for about `seconds`: delete dead sessions, and counters quiet for longer than any
+    throttle remembers (so pruning never restarts a backoff); the numbers of each deleted."""
     return store.prune(now=now, idle=timedelta(seconds=settings.session_idle_seconds),
-                       counters_quiet_for=timedelta(seconds=settings.counter_memory_seconds))
+                       counters_quiet_for=timedelta(seconds=settings.counter_memory_seconds), seconds=seconds)
 
 
 def network_of(ip: str) -> str:

@@ -147,6 +147,22 @@ def test_secrets_manager_failing_later_keeps_the_keys_already_read(load, aws, ke
     assert get(login, "/login/", token)["statusCode"] == 303
 
 
+def test_a_malformed_secret_written_later_keeps_the_keys_already_read(load, aws, keys_secret: str,
+                                                                     alice: dict) -> None:
+    login = load("login")
+    use_clock(login.runtime.keys, clock := MonotonicClock())
+    token = sign_in(login)
+
+    # WHEN a rotation writes a key that is too short
+    aws.put_secret_value(SecretId=keys_secret, SecretString=json.dumps({"current": K1, "next": "short"}))
+    clock.advance(301)
+
+    # THEN the environment keeps signing in with what it had, and reads again later, not every time
+    assert get(login, "/login/", token)["statusCode"] == 303
+    assert login.runtime.keys.tokens.keys == (K1,)
+    assert login.runtime.keys._read_again_at == clock.seconds + 30
+
+
 # -- a database that goes silent mid-connection ------------------------------------------------------
 @pytest.fixture
 def relay(database_url: str) -> Iterator[Relay]:
@@ -186,7 +202,7 @@ def test_login_answers_503_within_its_bound_when_the_database_goes_silent(load, 
 
     assert response["statusCode"] == 503
     assert json.loads(response["body"])["error"] == "service_unavailable"
-    assert bound == 2.0 and elapsed < bound + 1  # one argon2 verification besides
+    assert bound == 2.0 and elapsed < bound + 2  # the claim is the round trip that goes unanswered
 
 
 # -- migrations beside a live dashboard -----------------------------------------------------------------
@@ -276,8 +292,10 @@ def case_duplicates(empty_database: str, load, monkeypatch: pytest.MonkeyPatch) 
     with psycopg.connect(empty_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.users (id serial PRIMARY KEY, email varchar(120) UNIQUE NOT NULL, "
                      "password_hash varchar(200), first_name varchar(60), last_name varchar(60))")
-        conn.execute("INSERT INTO public.users (email, first_name) VALUES ('Alice@Example.com', 'Old'), "
-                     "('alice@example.COM', 'Newer')")
+        # the newer row first on disk, so an arbitrary pick would find it first
+        conn.execute("INSERT INTO public.users (id, email, first_name) VALUES (2, 'alice@example.COM', 'Newer'), "
+                     "(1, 'Alice@Example.com', 'Old')")
+        conn.execute("SELECT setval('users_id_seq', 2)")
         migrate(conn)
     monkeypatch.setenv("DATABASE_URL", empty_database)
     return empty_database
@@ -311,13 +329,15 @@ def test_sign_in_always_picks_the_oldest_of_the_variants(load, case_duplicates: 
 
 # -- housekeeping --------------------------------------------------------------------------------------
 def test_housekeeping_prunes_the_dead_and_keeps_what_a_throttle_still_needs(load, alice: dict, db) -> None:
-    # GIVEN a live session, an expired one, a revoked one, and counters quiet for 23 hours and 3 days
-    browser_login = load("login")
-    sign_in(browser_login)
+    # GIVEN a live session and three dead ones (each dead for one reason only: expired, revoked, idle),
+    # and counters quiet for 23 hours and for 3 days
+    sign_in(load("login"))
     db.execute("INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, "
-               "expires_at, revoked_at) SELECT sha256(v::bytea), id, false, now() - interval '2 days', "
-               "now() - interval '2 days', now() + CASE v WHEN 'expired' THEN interval '-1 day' ELSE interval '1 hour' "
-               "END, CASE v WHEN 'revoked' THEN now() END FROM public.users, (VALUES ('expired'), ('revoked')) x(v)")
+               "expires_at, revoked_at) SELECT sha256(v::bytea), id, v <> 'idle', now() - interval '2 hours', "
+               "CASE v WHEN 'idle' THEN now() - interval '2 hours' ELSE now() END, "
+               "CASE v WHEN 'expired' THEN now() - interval '1 minute' ELSE now() + interval '1 hour' END, "
+               "CASE v WHEN 'revoked' THEN now() END "
+               "FROM public.users, (VALUES ('expired'), ('revoked'), ('idle')) x(v)")
     db.execute("INSERT INTO public.dashgate_throttle VALUES ('login-email:recent@example.com', 9, "
                "now() - interval '23 hours', now() - interval '23 hours'), ('login-email:gone@example.com', 9, "
                "now() - interval '3 days', now() - interval '3 days')")
@@ -325,8 +345,9 @@ def test_housekeeping_prunes_the_dead_and_keeps_what_a_throttle_still_needs(load
 
     result = housekeeping.lambda_handler({"source": "aws.scheduler"}, LambdaContext())
 
-    assert result["sessions"] == 2
-    assert db.execute("SELECT count(*) FROM public.dashgate_sessions").fetchone()[0] == 1
+    assert result == {"sessions": 3, "counters": 1}
+    assert db.execute("SELECT count(*) FROM public.dashgate_sessions WHERE revoked_at IS NULL "
+                      "AND expires_at > now()").fetchone()[0] == 1
     keys = {r[0] for r in db.execute("SELECT key FROM public.dashgate_throttle")}
     assert "login-email:recent@example.com" in keys  # still in its day: pruning it would reset the backoff
     assert "login-email:gone@example.com" not in keys

@@ -125,6 +125,13 @@ def test_settings_refuse_limits_that_allow_more_than_100_guesses_a_day(database_
         Settings.from_env({"DATABASE_URL": database_url, setting: value})
 
 
+def test_settings_built_in_code_are_checked_too(database_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="LOGIN_FAILURE_WINDOW_SECONDS"):
+        Settings(database_url=database_url, login_failure_window_seconds=900).check()
+    with pytest.raises(ConfigurationError, match="allow 1000000000 password guesses"):
+        Settings(database_url=database_url, login_max_failures_per_email=10**9).check()
+
+
 def test_the_default_limits_allow_81_guesses_a_day(database_url: str) -> None:
     s = Settings.from_env({"DATABASE_URL": database_url})
     assert worst_case_verifications_per_day(s.login_max_failures_per_email, s.login_backoff_base_seconds,

@@ -14,6 +14,8 @@ BEGIN
     ) THEN
         RETURN;  -- 0003 made the full unique index: nothing to do, no lock taken
     END IF;
+    -- Writes wait (as they would for the index build anyway) so no new variant slips in between.
+    LOCK TABLE public.users IN SHARE MODE;
     SELECT array_agg(id ORDER BY id) INTO later_duplicates FROM (
         SELECT id, row_number() OVER (PARTITION BY lower(email) ORDER BY id) AS rank FROM public.users
     ) ranked WHERE rank > 1;
