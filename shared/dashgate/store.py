@@ -439,9 +439,9 @@ class Store:
         """Revoke every live session of the user behind a live session; the number revoked."""
         return self._run(lambda conn: conn.execute(REVOKE_ALL_SESSIONS, {"id_hash": id_hash, "now": now}).rowcount)
 
-    def migrate(self) -> list[str]:
-        """Apply pending migrations; return the versions applied now."""
-        return self._run(migrate)
+    def migrate(self, *, deadline: float | None = None) -> list[str]:
+        """Apply pending migrations; return the versions applied now (see `migrate`)."""
+        return self._run(lambda conn: migrate(conn, deadline=deadline))
 
     def close(self) -> None:
         """Close the connection, or the pool (SnapStart hooks, tests, the local server's shutdown)."""
@@ -628,35 +628,51 @@ def database_conninfo(settings: Settings) -> str:
     )
 
 
+class MigrationTimeout(Exception):
+    """The migrations could not finish before their deadline (a lock held too long, most likely)."""
+
+
 def migrate(conn: psycopg.Connection, *, lock_timeout_ms: int = MIGRATION_LOCK_TIMEOUT_MS,
-            attempts: int = MIGRATION_ATTEMPTS, pause: float = 1.0) -> list[str]:
+            attempts: int = MIGRATION_ATTEMPTS, pause: float = 1.0, deadline: float | None = None) -> list[str]:
     """Apply the SQL files in migrations/ in order, once each: one transaction per file, under an
-    advisory lock, never waiting more than `lock_timeout_ms` for a table lock (then retried)."""
+    advisory lock, never waiting more than `lock_timeout_ms` for a table lock (then retried), and
+    never running past `deadline` (monotonic seconds): then MigrationTimeout, with what is done kept."""
     with conn.transaction():  # under the lock: two first runs would race to create it
         conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
         conn.execute(CREATE_MIGRATIONS_TABLE)
     applied_now = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         for attempt in range(1, attempts + 1):
+            statement_ms = _milliseconds_left(deadline, path)
             try:
-                if _apply_migration(conn, path, lock_timeout_ms):
+                if _apply_migration(conn, path, min(lock_timeout_ms, statement_ms), statement_ms):
                     applied_now.append(path.stem)
                 break
-            except psycopg.errors.LockNotAvailable:
+            except psycopg.errors.LockNotAvailable as exc:
                 # A live transaction holds the table: waiting longer would queue the dashboard's own
                 # queries behind our lock request. Let them through, then ask again.
                 if attempt == attempts:
-                    raise
-                time.sleep(pause * attempt)
+                    raise MigrationTimeout(f"{path.stem}: a table stayed locked ({attempts} tries)") from exc
+                time.sleep(min(pause * attempt, max(0.0, (deadline or float("inf")) - time.monotonic() - 1)))
     return applied_now
 
 
-def _apply_migration(conn: psycopg.Connection, path: Path, lock_timeout_ms: int) -> bool:
+def _milliseconds_left(deadline: float | None, path: Path) -> int:
+    """The statement timeout for the next try: the usual one, or what is left before the deadline."""
+    if deadline is None:
+        return MIGRATION_STATEMENT_TIMEOUT_MS
+    left = int((deadline - time.monotonic()) * 1000)
+    if left < 1000:
+        raise MigrationTimeout(f"no time left before {path.stem}")
+    return min(MIGRATION_STATEMENT_TIMEOUT_MS, left)
+
+
+def _apply_migration(conn: psycopg.Connection, path: Path, lock_timeout_ms: int, statement_ms: int) -> bool:
     """Run one migration file in its own transaction unless it was applied; True when run now."""
     with conn.transaction():
         conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
         conn.execute(SET_LOCAL_LOCK_TIMEOUT, {"ms": str(lock_timeout_ms)})
-        conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(MIGRATION_STATEMENT_TIMEOUT_MS)})
+        conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(statement_ms)})
         if conn.execute(IS_MIGRATION_APPLIED, {"version": path.stem}).fetchone():
             return False
         conn.execute(path.read_text())
