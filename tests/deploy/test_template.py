@@ -119,11 +119,12 @@ def test_every_other_path_goes_to_the_dashboard(translated: dict) -> None:
 def test_every_function_runs_arm64_python313_with_the_layer(translated: dict) -> None:
     functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
 
-    assert set(functions) == {*FUNCTIONS.values(), *OTHER_FUNCTIONS.values()}
-    for resource in functions.values():
+    assert set(functions) == {*FUNCTIONS.values(), *OTHER_FUNCTIONS.values(), "ConfigDigestFunction"}
+    for logical, resource in functions.items():
         props = resource["Properties"]
         assert props["Runtime"] == "python3.13" and props["Architectures"] == ["arm64"]
-        assert props["Layers"] == [{"Ref": "DashgateLayer"}] or "DashgateLayer" in json.dumps(props["Layers"])
+        if logical != "ConfigDigestFunction":  # inline code of a few lines: no layer
+            assert "DashgateLayer" in json.dumps(props["Layers"])
 
 
 def test_the_layer_builds_for_arm64(translated: dict) -> None:
@@ -170,11 +171,8 @@ def test_secrets_are_read_with_least_privilege(translated: dict) -> None:
 
 def test_operations_resources_are_present(translated: dict) -> None:
     resources = translated["Resources"]
-    log_groups = {r["Properties"].get("LogGroupName", {}).get("Fn::Sub", "") for r in resources.values()
-                  if r["Type"] == "AWS::Logs::LogGroup"}
     stage = next(r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")
 
-    assert {f"/aws/lambda/${{{f}}}" for f in [*FUNCTIONS.values(), *OTHER_FUNCTIONS.values()]} <= log_groups
     assert "AccessLogSettings" in stage["Properties"]
     assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
     assert resources["HealthCanary"]["Condition"] == resources["HealthCanaryAlarm"]["Condition"] == "CanaryEnabled"
@@ -344,15 +342,126 @@ def test_a_new_layer_publishes_new_versions(translated: dict) -> None:
     assert all(republished[f] != v for f, v in versions(translated).items())
 
 
-def test_snapstart_and_parameter_changes_publish_new_versions(translated: dict) -> None:
-    # SAM hashes the template before parameters are resolved; a changed Description replaces the
-    # version (CloudFormation: AWS::Lambda::Version Description "Update requires: Replacement").
-    template = yaml_parse((ROOT / "template.yaml").read_text())
-
-    longest = {"EnableSnapStart": "false", "FunctionRevision": "r" * 20,
-               "DbHost": "h" * int(template["Parameters"]["DbHost"]["MaxLength"])}
+def test_every_parameter_the_functions_depend_on_publishes_new_versions(translated: dict) -> None:
+    # SAM hashes the template before parameters are resolved, so a version's logical id ignores
+    # them; a changed Description replaces the version (CloudFormation: AWS::Lambda::Version
+    # Description "Update requires: Replacement"), and the Description carries the digest.
+    resources = translated["Resources"]
+    digest_inputs = resources["ConfigDigest"]["Properties"]
+    function_inputs = json.dumps(resources["LoginFunction"]["Properties"]) + json.dumps(
+        yaml_parse((ROOT / "template.yaml").read_text())["Globals"])
 
     for version in set(versions(translated).values()):
-        description = translated["Resources"][version]["Properties"]["Description"]["Fn::Sub"]
-        assert set(re.findall(r"\$\{(\w+)\}", description)) == set(longest)
-        assert len(re.sub(r"\$\{(\w+)\}", lambda m: longest[m.group(1)], description)) <= 256  # Lambda's limit
+        assert resources[version]["Properties"]["Description"] == {
+            "Fn::Sub": "dashgate configuration ${ConfigDigest.Digest}"}
+    # every parameter that reaches a function's configuration is an input of the digest
+    expected = {"DbSecretArn", "DbHost", "HealthcheckSql", "DefaultRedirect", "VpcSubnetIds",
+                "VpcSecurityGroupIds", "SecretsExtensionLayerArn", "EnableSnapStart"}
+    assert set(digest_inputs) - {"ServiceToken"} == expected
+    for parameter in expected - {"EnableSnapStart"}:  # that one reaches them through SnapStartEnabled
+        assert f'"Ref": "{parameter}"' in function_inputs and parameter in json.dumps(digest_inputs[parameter])
+    assert "FunctionRevision" not in translated.get("Parameters", {})  # nothing to bump by hand
+
+
+def digest_of(properties: dict, cloudformation_url: str) -> str:
+    """Run ConfigDigestFunction's inline code as CloudFormation would invoke it; the digest it answered."""
+    code = yaml_parse((ROOT / "template.yaml").read_text())["Resources"]["ConfigDigestFunction"]["Properties"][
+        "Code"]["ZipFile"]
+    namespace: dict = {}
+    exec(compile(code, "index.py", "exec"), namespace)  # the template's own inline code
+    namespace["handler"]({"RequestType": "Update", "ResponseURL": cloudformation_url, "StackId": "s", "RequestId": "r",
+                          "LogicalResourceId": "ConfigDigest",
+                          "ResourceProperties": {"ServiceToken": "arn", **properties}}, None)
+    return CLOUDFORMATION_ANSWERS[-1]["Data"]["Digest"]
+
+
+CLOUDFORMATION_ANSWERS: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def answer_url() -> str:
+    """A local stand-in for CloudFormation's pre-signed response URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            CLOUDFORMATION_ANSWERS.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+
+
+def test_two_parameter_sets_give_two_digests_and_so_two_published_versions(answer_url: str) -> None:
+    base = {"DbSecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:db", "DbHost": "", "HealthcheckSql": "select 1",
+            "DefaultRedirect": "/dash/", "VpcSubnetIds": "", "VpcSecurityGroupIds": "",
+            "SecretsExtensionLayerArn": "", "EnableSnapStart": "false"}
+
+    first, again = digest_of(base, answer_url), digest_of(dict(reversed(base.items())), answer_url)
+    changed = {name: digest_of({**base, name: value}, answer_url) for name, value in [
+        ("HealthcheckSql", "select ticker from public.stock_prices limit 1"), ("VpcSubnetIds", "subnet-1,subnet-2"),
+        ("DbSecretArn", "arn:aws:secretsmanager:eu-west-1:1:secret:other"), ("EnableSnapStart", "true")]}
+
+    assert first == again and CLOUDFORMATION_ANSWERS[-1]["Status"] == "SUCCESS"
+    assert len({first, *changed.values()}) == 1 + len(changed)
+    assert len(f"dashgate configuration {first}") <= 256  # Lambda's limit on a version's description
+
+
+def test_old_versions_are_deleted_not_kept_and_billed(translated: dict) -> None:
+    resources = translated["Resources"]
+    version_ids = [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Version"]
+
+    assert len(version_ids) == len(FUNCTIONS) + 1
+    assert {resources[v]["DeletionPolicy"] for v in version_ids} == {"Delete"}
+
+
+def test_deleting_or_replacing_the_stack_keeps_the_secrets(translated: dict) -> None:
+    for secret in ("SessionSecret", "OriginVerifySecret"):
+        resource = translated["Resources"][secret]
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain", secret
+
+
+def test_the_canary_bucket_never_blocks_a_delete_and_empties_itself(translated: dict) -> None:
+    bucket = translated["Resources"]["CanaryArtifacts"]
+    canary = translated["Resources"]["HealthCanary"]
+
+    # CloudFormation cannot delete a bucket with objects in it: `sam delete` and EnableCanary=false
+    # would fail. Retained, it expires its objects (and the canary's Lambda goes with the canary).
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] <= 30 for r in rules)
+    assert canary["Properties"]["ProvisionedResourceCleanup"] == "AUTOMATIC"
+
+
+def test_a_customer_managed_key_on_the_database_secret_can_be_granted(translated: dict) -> None:
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    readers = [k for k, r in template["Resources"].items() if "DbSecretArn" in json.dumps(r.get("Properties", {})
+                                                                                         .get("Policies", []))]
+
+    assert template["Parameters"]["DbSecretKmsKeyArn"]["Default"] == ""
+    assert len(readers) == 7
+    for logical in readers:
+        grant = json.dumps(template["Resources"][logical]["Properties"]["Policies"])
+        assert '"Fn::If": ["HasDbSecretKmsKey"' in grant and '"kms:Decrypt"' in grant, logical
+        assert "secretsmanager.${AWS::Region}.amazonaws.com" in grant  # only through Secrets Manager
+    roles = json.dumps([r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"])
+    assert roles.count('"Ref": "DbSecretKmsKeyArn"') == 7
+
+
+def test_each_function_logs_to_its_own_group_with_retention_made_before_it(translated: dict) -> None:
+    resources = translated["Resources"]
+    functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+
+    for logical, function in functions.items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup", logical
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        # the group's name does not depend on the function, so the function can depend on the group
+        assert logical not in json.dumps(resources[group]["Properties"]["LogGroupName"]), logical
