@@ -637,13 +637,24 @@ def migrate(conn: psycopg.Connection, *, lock_timeout_ms: int = MIGRATION_LOCK_T
     """Apply the SQL files in migrations/ in order, once each: one transaction per file, under an
     advisory lock, never waiting more than `lock_timeout_ms` for a table lock (then retried), and
     never running past `deadline` (monotonic seconds): then MigrationTimeout, with what is done kept."""
+    usual_bound = getattr(conn, "round_trip_timeout", None)
+    try:
+        return _migrate(conn, lock_timeout_ms, attempts, pause, deadline)
+    finally:
+        if isinstance(conn, BoundedConnection):
+            conn.round_trip_timeout = usual_bound
+
+
+def _migrate(conn: psycopg.Connection, lock_timeout_ms: int, attempts: int, pause: float,
+             deadline: float | None) -> list[str]:
     with conn.transaction():  # under the lock: two first runs would race to create it
+        _bound_waits(conn, lock_timeout_ms, _milliseconds_left(deadline, "the migrations table"))
         conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
         conn.execute(CREATE_MIGRATIONS_TABLE)
     applied_now = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         for attempt in range(1, attempts + 1):
-            statement_ms = _milliseconds_left(deadline, path)
+            statement_ms = _milliseconds_left(deadline, path.stem)
             try:
                 if _apply_migration(conn, path, min(lock_timeout_ms, statement_ms), statement_ms):
                     applied_now.append(path.stem)
@@ -657,22 +668,30 @@ def migrate(conn: psycopg.Connection, *, lock_timeout_ms: int = MIGRATION_LOCK_T
     return applied_now
 
 
-def _milliseconds_left(deadline: float | None, path: Path) -> int:
+def _milliseconds_left(deadline: float | None, step: str) -> int:
     """The statement timeout for the next try: the usual one, or what is left before the deadline."""
     if deadline is None:
         return MIGRATION_STATEMENT_TIMEOUT_MS
     left = int((deadline - time.monotonic()) * 1000)
     if left < 1000:
-        raise MigrationTimeout(f"no time left before {path.stem}")
+        raise MigrationTimeout(f"no time left before {step}")
     return min(MIGRATION_STATEMENT_TIMEOUT_MS, left)
+
+
+def _bound_waits(conn: psycopg.Connection, lock_timeout_ms: int, statement_ms: int) -> None:
+    """Every wait of this transaction, the advisory lock's included, within the time allowed: on the
+    server (lock and statement timeouts) and in the client (a server that stops answering)."""
+    conn.execute(SET_LOCAL_LOCK_TIMEOUT, {"ms": str(min(lock_timeout_ms, statement_ms))})
+    conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(statement_ms)})
+    if isinstance(conn, BoundedConnection):
+        conn.round_trip_timeout = statement_ms / 1000 + ROUND_TRIP_MARGIN_SECONDS
 
 
 def _apply_migration(conn: psycopg.Connection, path: Path, lock_timeout_ms: int, statement_ms: int) -> bool:
     """Run one migration file in its own transaction unless it was applied; True when run now."""
     with conn.transaction():
+        _bound_waits(conn, lock_timeout_ms, statement_ms)
         conn.execute(LOCK_MIGRATIONS, {"key": MIGRATION_LOCK_KEY})
-        conn.execute(SET_LOCAL_LOCK_TIMEOUT, {"ms": str(lock_timeout_ms)})
-        conn.execute(SET_LOCAL_TIMEOUT, {"ms": str(statement_ms)})
         if conn.execute(IS_MIGRATION_APPLIED, {"version": path.stem}).fetchone():
             return False
         conn.execute(path.read_text())

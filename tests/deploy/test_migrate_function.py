@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import psycopg
 import pytest
 
-from dashgate.store import MIGRATIONS_DIR, migrate
+from dashgate.store import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, migrate
 from tests.support import LambdaContext, load_handler
 
 
@@ -110,4 +110,21 @@ def test_a_lock_held_too_long_is_answered_failed_well_before_the_timeout(monkeyp
     assert received[0]["body"]["Status"] == "FAILED"
     assert "MigrationTimeout" in received[0]["body"]["Reason"]
     assert "0001_users_sessions_throttle" in received[0]["body"]["Reason"]
+    assert elapsed < 28 - 10
+
+
+def test_another_migration_holding_the_advisory_lock_is_answered_before_the_timeout(
+        monkeypatch, cloudformation, empty_database: str) -> None:
+    # GIVEN another migrating process (a second stack on the database, a retried invocation) holding the lock
+    url, received = cloudformation
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    module = load_handler("migrate")
+
+    with psycopg.connect(empty_database, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        started = time.monotonic()
+        module.lambda_handler(custom_resource_event("Create", url), LambdaContext(timeout_seconds=28))
+        elapsed = time.monotonic() - started
+
+    assert received[0]["body"]["Status"] == "FAILED"
     assert elapsed < 28 - 10
