@@ -27,10 +27,11 @@ OUTPUT = ROOT / ".bench"
 #: unknown-email attempt names a new address, and a success between wrong passwords clears them.
 BENCH_ENV = {
     "SESSION_SECRETS": "b" * 48, "POWERTOOLS_METRICS_NAMESPACE": "dashgate-bench", "AWS_DEFAULT_REGION": "eu-west-1",
-    "REGISTER_MAX_PER_IP": "1000000",
+    "REGISTER_MAX_PER_IP": "1000000", "IDENTITY_SECRETS": "d" * 48,
 }
 #: Variables that would change what is measured (argon2 stays at its defaults, the OWASP minimum).
-CLEARED_PREFIXES = ("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_", "PYTHON")
+CLEARED_PREFIXES = ("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_", "PYTHON",
+                    "IDENTITY_", "ORIGIN_")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -17,8 +17,10 @@ from tests.support import Browser, ThrowawayCluster, load_handler
 
 KEY = "k" * 40  # a current signing key
 OLD_KEY = "o" * 40  # a previous one, still accepted
+IDENTITY_KEY = "i" * 40  # signs the authorizer's identity assertions
 TEST_ENV = {
     "SESSION_SECRETS": KEY,
+    "IDENTITY_SECRETS": IDENTITY_KEY,
     "POWERTOOLS_METRICS_NAMESPACE": "dashgate-tests",
     "POWERTOOLS_SERVICE_NAME": "dashgate",
     "AWS_DEFAULT_REGION": "eu-west-1",
@@ -93,7 +95,8 @@ def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> dict[str, str]:
     """The environment a deployed function would have, pointed at the test database."""
     values = {**TEST_ENV, "DATABASE_URL": database_url}
     for name in list(os.environ):
-        if name.startswith(("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_")):
+        if name.startswith(("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_",
+                            "IDENTITY_", "ORIGIN_")):
             monkeypatch.delenv(name)
     for name, value in values.items():
         monkeypatch.setenv(name, value)

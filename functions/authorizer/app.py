@@ -6,25 +6,40 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from dashgate.errors import DashgateError
+from dashgate.assertions import Assertions
+from dashgate.errors import ConfigurationError, DashgateError
 from dashgate.http import parse_cookies
 from dashgate.runtime import Runtime
+from dashgate.sessions import load_keys
 
 runtime = Runtime("authorizer", "/dash")
+settings = runtime.settings
+if not settings.has_identity_keys:
+    raise ConfigurationError("Set IDENTITY_SECRET_ARN (in AWS) or IDENTITY_SECRETS: the authorizer signs the "
+                             "identity it passes to the dashboard host")
+#: The key the assertions are signed with, used for nothing else (SPEC: The dashboard host).
+assertions = runtime.key_ring(lambda: load_keys(settings.identity_secret_arn, settings.identity_secrets,
+                                                "IDENTITY_SECRET_ARN"),
+                              lambda keys: Assertions(settings, keys), what="identity assertion keys")
 
 
 @runtime.logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Allow a live session and pass its user on as context; deny anything else (and on an outage)."""
+    """Allow a live session and pass its user on as a signed, short-lived assertion; deny anything else
+    (and on an outage). The gateway caches the answer per Cookie header for at most
+    AuthorizerCacheSeconds (30 s at most), less than the assertion's life (60 s): a cached answer
+    always carries an assertion the host still accepts."""
     # Read the raw `cookies` list: Powertools' APIGatewayAuthorizerEventV2.cookies has raised on
     # requests without cookies in some versions.
     try:
         token = parse_cookies(event.get("cookies") or []).get(runtime.tokens.session_cookie_name)
-        user = runtime.users.current_user(token, now=runtime.now())
+        now = runtime.now()
+        user = runtime.users.current_user(token, now=now)
+        assertion = assertions.current.issue(user, now) if user else None
     except DashgateError as err:
         runtime.log_error(err)
         user = None
     if user is None:
         return {"isAuthorized": False}
-    return {"isAuthorized": True,
-            "context": {"user_id": str(user.id), "email": user.email, "first_name": user.first_name or ""}}
+    return {"isAuthorized": True, "context": {"user_id": str(user.id), "email": user.email,
+                                              "first_name": user.first_name or "", "assertion": assertion}}

@@ -3,54 +3,51 @@
     from dashgate.guard import DashgateGuard
     app.wsgi_app = DashgateGuard(app.wsgi_app)          # Flask; for Dash: server.wsgi_app
 
-It verifies the session cookie (or, behind the gateway's authorizer, the identity headers the
-gateway adds, once the origin-verify secret matches), gives the app the user in
-`environ["dashgate.user"]`, sends signed-out page requests to `/login/?next=<the page>` (the seed's
-`login_required`), and answers background requests (Dash's `/_dash-update-component`, XHR, JSON)
-with 401 JSON, so an expired session returns the page to the login form instead of failing quietly.
+It verifies the session cookie, or, behind the gateway's authorizer, the signed identity assertion
+the gateway adds (no database query); gives the app the user in `environ["dashgate.user"]`; sends
+signed-out page requests to `/login/?next=<the page>` (the seed's `login_required`); and answers
+background requests (Dash's `/_dash-update-component`, XHR, JSON) with 401 JSON, so an expired
+session returns the page to the login form instead of failing quietly. When origin-verify values are
+configured, it refuses every request that did not come through the gateway (403).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from dashgate.assertions import Assertions, SignedInUser, origin_matches
 from dashgate.errors import ServiceUnavailable
 from dashgate.http import parse_cookies, prefers_json
-from dashgate.sessions import KeyRing
+from dashgate.sessions import KeyRing, load_keys
 from dashgate.settings import Settings
 from dashgate.store import Store
 from dashgate.users import Users
 
-#: The identity headers the gateway's authorizer route adds (and every other route removes).
-USER_ID, EMAIL, FIRST_NAME = "HTTP_X_DASHGATE_USER_ID", "HTTP_X_DASHGATE_EMAIL", "HTTP_X_DASHGATE_FIRST_NAME"
-#: Set by the gateway, with the secret, only on the routes its authorizer checked. The identity
-#: headers are trusted only beside it: a client could smuggle an identity header past the gateway's
-#: removal (`x_dashgate_user_id` reaches WSGI as the same key on servers that accept underscores),
-#: but never this header's value, which it cannot know.
-IDENTITY_VERIFY = "HTTP_X_DASHGATE_IDENTITY_VERIFY"
-IDENTITY_HEADERS = (USER_ID, EMAIL, FIRST_NAME, IDENTITY_VERIFY)
+__all__ = ["DashgateGuard", "SignedInUser", "current_user"]
+
+#: The signed identity assertion the gateway's authorizer routes add (every other route removes it).
+IDENTITY = "HTTP_X_DASHGATE_IDENTITY"
+#: The gateway adds this to every request it proxies; its value is a secret the host checks.
+ORIGIN_VERIFY = "HTTP_X_DASHGATE_ORIGIN_VERIFY"
+#: Headers the app never sees: the assertion, the origin secret, and the unsigned identity headers of
+#: earlier versions (a client could still send them; `x_dashgate_user_id` reaches WSGI as the same
+#: key on servers that accept underscores).
+STRIPPED = (IDENTITY, ORIGIN_VERIFY, "HTTP_X_DASHGATE_USER_ID", "HTTP_X_DASHGATE_EMAIL",
+            "HTTP_X_DASHGATE_FIRST_NAME", "HTTP_X_DASHGATE_IDENTITY_VERIFY")
 #: Dash's background endpoints (dash/dash.py routes), answered with 401 JSON, never a redirect.
 DASH_BACKGROUND = ("/_dash-", "/_reload-hash", "/_favicon")
+#: What a Dash app serves at the root whatever its pages' prefix (`routes_pathname_prefix="/"`): its
+#: layout, its callbacks' wiring and the callbacks themselves. Protected with the app's pages.
+DASH_ROOT_ENDPOINTS = ("/_dash-layout", "/_dash-dependencies", "/_dash-update-component", "/_reload-hash")
 
 #: Database connections the guard may hold: one per host thread serving a protected page at once.
 POOL_SIZE = 8
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-@dataclass(frozen=True)
-class SignedInUser:
-    """Who is signed in, as the host app sees it."""
-
-    id: int
-    email: str
-    first_name: str | None
 
 
 def current_user(environ: dict[str, Any]) -> SignedInUser | None:
@@ -59,33 +56,45 @@ def current_user(environ: dict[str, Any]) -> SignedInUser | None:
 
 
 class DashgateGuard:
-    """Sign-in in front of the paths under `protect` (default `/dash`); other paths pass through."""
+    """Sign-in in front of the paths under `protect` (default `/dash`, and Dash's root endpoints);
+    other paths pass through."""
 
     def __init__(self, app: WSGIApp, *, protect: tuple[str, ...] = ("/dash",), login_path: str = "/login/",
-                 settings: Settings | None = None, pool_size: int = POOL_SIZE) -> None:
+                 settings: Settings | None = None, pool_size: int = POOL_SIZE, protect_dash_root: bool = True) -> None:
         self.app = app
-        self.protect = protect
+        self.protect = protect + (DASH_ROOT_ENDPOINTS if protect_dash_root and protect else ())
         self.login_path = login_path
-        self.settings = settings or Settings.from_env()
-        #: Read again every SIGNING_KEYS_TTL_SECONDS, like the functions' (a rotation reaches a running host).
-        self.keys = KeyRing(self.settings)
-        _ = self.keys.tokens  # fail at start-up, not at the first request, when no key can be read
+        s = self.settings = settings or Settings.from_env()
+        #: Each read again every SIGNING_KEYS_TTL_SECONDS, like the functions' (a rotation reaches a running host).
+        self.keys = KeyRing.for_sessions(s)
+        self.assertions = KeyRing(lambda: load_keys(s.identity_secret_arn, s.identity_secrets, "IDENTITY_SECRET_ARN"),
+                                  lambda keys: Assertions(s, keys), ttl=s.signing_keys_ttl_seconds)
+        self.origins = KeyRing(
+            lambda: load_keys(s.origin_verify_secret_arn, s.origin_verify_secrets, "ORIGIN_VERIFY_SECRET_ARN"),
+            lambda values: values, ttl=s.signing_keys_ttl_seconds)
+        wanted = [self.keys] + [self.assertions] * s.has_identity_keys + [self.origins] * s.enforces_origin
+        for ring in wanted:
+            _ = ring.current  # fail at start-up, not at the first request, when a secret cannot be read
         #: A pool: WSGI servers call the guard from many threads, and a connection serves one at a time.
-        self.store = Store.from_settings(self.settings, application_name="dashgate-guard", pool_size=pool_size)
+        self.store = Store.from_settings(s, application_name="dashgate-guard", pool_size=pool_size)
 
     @property
     def users(self) -> Users:
         """The service layer over the guard's store and current keys."""
-        return Users(self.settings, self.store, self.keys.tokens)
+        return Users(self.settings, self.store, self.keys.current)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """Identify, then pass on, redirect to the login page, or answer 401."""
-        trusted = self._from_gateway(environ)
-        for name in IDENTITY_HEADERS:  # the app never sees identity headers it could not trust
-            environ.pop(name, None)
+        """Check the origin, identify, then pass on, redirect to the login page, or answer 401."""
         path = environ.get("PATH_INFO", "")
         protected = any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
         try:
+            if self.settings.enforces_origin and not origin_matches(environ.get(ORIGIN_VERIFY, ""),
+                                                                    self.origins.current):
+                return _reply(start_response, "403 Forbidden", "text/plain; charset=utf-8",
+                              b"This host serves requests through its gateway only.")
+            trusted = self._from_gateway(environ)
+            for name in STRIPPED:  # the app never sees identity headers it could not trust, nor the secret
+                environ.pop(name, None)
             # Cookies are looked up (one query) only where they matter, not for every static asset.
             user = trusted or (self._from_cookie(environ) if protected else None)
         except ServiceUnavailable:
@@ -97,15 +106,11 @@ class DashgateGuard:
         return self._signed_out(environ, start_response)
 
     def _from_gateway(self, environ: dict[str, Any]) -> SignedInUser | None:
-        """Identity headers, only when the request proves the gateway's authorizer checked it."""
-        secret = self.settings.origin_verify_secret
-        presented = environ.get(IDENTITY_VERIFY, "")
-        if not secret or not presented or not hmac.compare_digest(presented.encode(), secret.encode()):
+        """The user of a signed, unexpired identity assertion from the gateway's authorizer."""
+        assertion = environ.get(IDENTITY)
+        if not assertion or not self.settings.has_identity_keys:
             return None
-        user_id = environ.get(USER_ID, "")
-        if not user_id.isdigit():
-            return None
-        return SignedInUser(int(user_id), environ.get(EMAIL, ""), environ.get(FIRST_NAME) or None)
+        return self.assertions.current.verify(assertion, datetime.now(UTC))
 
     def _from_cookie(self, environ: dict[str, Any]) -> SignedInUser | None:
         users = self.users

@@ -63,15 +63,30 @@ class Runtime:
         self.passwords = load_passwords(self.settings) if passwords else None
         #: The clock every request reads (`now()`); tests replace it to simulate hours and days.
         self.clock: Callable[[], datetime] = utcnow
+        self._rings: list[KeyRing] = []
         self.keys: KeyRing | None = None
         if sessions:  # keys and the service layer at init, not on the function's first request
-            from dashgate.sessions import KeyRing
+            from dashgate.sessions import Tokens, load_signing_keys
 
-            self.keys = KeyRing(self.settings, on_error=self._keys_unavailable)
-            with contextlib.suppress(ServiceUnavailable):  # logged; read again at the first request
-                _ = self.keys.tokens
+            self.keys = self.key_ring(lambda: load_signing_keys(self.settings), lambda k: Tokens(self.settings, k))
             importlib.import_module("dashgate.users")
         snapstart.register_hooks(self.before_snapshot, self.after_restore)
+
+    def key_ring(self, read: Callable[[], tuple[str, ...]], build: Callable[[tuple[str, ...]], Any], *,
+                 what: str = "session signing keys") -> KeyRing:
+        """Keys read now, again every SIGNING_KEYS_TTL_SECONDS and after a SnapStart restore; a failure
+        to read them is logged (and, at cold start, answered 503 until a request reads them)."""
+        from dashgate.sessions import KeyRing
+
+        def unavailable(exc: Exception) -> None:
+            self.logger.error(f"Could not read the {what}", extra={"cause": type(exc).__name__,
+                                                                  "detail": str(exc)[:500]})
+
+        ring = KeyRing(read, build, ttl=self.settings.signing_keys_ttl_seconds, on_error=unavailable)
+        with contextlib.suppress(ServiceUnavailable):  # logged; read again at the first request
+            _ = ring.current
+        self._rings.append(ring)
+        return ring
 
     def now(self) -> datetime:
         """The current time, from the runtime's clock."""
@@ -82,7 +97,7 @@ class Runtime:
         """The token signer over the current signing keys (read again every SIGNING_KEYS_TTL_SECONDS)."""
         if self.keys is None:
             raise ConfigurationError(f"dashgate-{self.service} was built without signing keys")
-        return self.keys.tokens
+        return self.keys.current
 
     @property
     def users(self) -> Users:
@@ -106,8 +121,8 @@ class Runtime:
         # The snapshot may be weeks old: read the database credentials and the signing keys again
         # (rotation), lazily, so the restore never waits on Secrets Manager.
         self.store.reset()
-        if self.keys is not None:
-            self.keys.forget()
+        for ring in self._rings:
+            ring.forget()
 
     def count(self, metric: str) -> None:
         """Add one to a CloudWatch metric (Embedded Metric Format, flushed after the request)."""
@@ -146,7 +161,3 @@ class Runtime:
         if isinstance(err, ServiceUnavailable) and cause is not None:
             self.logger.error("Dependency unavailable",
                               extra={"cause": type(cause).__name__, "detail": str(cause)[:500]})
-
-    def _keys_unavailable(self, exc: Exception) -> None:
-        self.logger.error("Could not read the session signing keys", extra={"cause": type(exc).__name__,
-                                                                         "detail": str(exc)[:500]})

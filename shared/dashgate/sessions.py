@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 
 from dashgate.errors import ConfigurationError, ServiceUnavailable
 from dashgate.settings import Settings, fetch_secret_string, parse_secret_keys
+
+T = TypeVar("T")
 
 #: Bytes of randomness in a session id: 256 bits, above OWASP's 64-bit entropy floor and the
 #: SPEC's 128 bits.
@@ -21,40 +24,56 @@ SESSION_ID_BYTES = 32
 
 def load_signing_keys(settings: Settings) -> tuple[str, ...]:
     """Signing keys, current first: from Secrets Manager when SESSION_SECRET_ARN is set, else SESSION_SECRETS."""
-    if settings.session_secret_arn:
-        keys = parse_secret_keys(fetch_secret_string(settings.session_secret_arn), "SESSION_SECRET_ARN")
-    else:
-        keys = settings.session_secrets
+    keys = load_keys(settings.session_secret_arn, settings.session_secrets, "SESSION_SECRET_ARN")
     if not keys:
         raise ConfigurationError(
             "Set SESSION_SECRET_ARN (in AWS) or SESSION_SECRETS (comma-separated keys, current first)")
     return keys
 
 
-class KeyRing:
-    """The signing keys of one execution environment (or one guard), read again at most every
-    SIGNING_KEYS_TTL_SECONDS, so a rotation reaches warm environments without a restart."""
+def load_keys(arn: str | None, listed: tuple[str, ...], source: str) -> tuple[str, ...]:
+    """A key list, current first: the secret `arn` names when set, else the ones `listed` in the environment."""
+    return parse_secret_keys(fetch_secret_string(arn), source) if arn else listed
+
+
+class KeyRing(Generic[T]):
+    """What is built from a list of secret keys (a token signer, a verifier), read again at most every
+    SIGNING_KEYS_TTL_SECONDS, so a rotation reaches warm environments and running hosts without a restart."""
 
     #: After a failed read, keep the keys we have and try again this much later (not on every request).
     RETRY_AFTER_FAILURE_SECONDS = 30
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, read: Callable[[], tuple[str, ...]], build: Callable[[tuple[str, ...]], T], *, ttl: int,
+                 clock: Callable[[], float] = time.monotonic,
                  on_error: Callable[[Exception], None] | None = None) -> None:
-        self.settings = settings
+        self._read, self._build, self._ttl = read, build, ttl
         #: Monotonic seconds; tests replace it to step past the TTL without sleeping.
         self.clock = clock
         self._on_error = on_error
-        self._tokens: Tokens | None = None
+        self._keys: tuple[str, ...] | None = None
+        self._built: T | None = None
         self._read_again_at = 0.0
 
+    @classmethod
+    def for_sessions(cls, settings: Settings, **kwargs: Any) -> KeyRing[Tokens]:
+        """The session signing keys, as Tokens."""
+        return cls(lambda: load_signing_keys(settings), lambda keys: Tokens(settings, keys),
+                   ttl=settings.signing_keys_ttl_seconds, **kwargs)
+
     @property
-    def tokens(self) -> Tokens:
-        """Tokens over the current keys; raises ServiceUnavailable only when no key was ever read."""
-        if self._tokens is None or self.clock() >= self._read_again_at:
+    def current(self) -> T:
+        """What the current keys build; raises ServiceUnavailable only when no key was ever read."""
+        if self._built is None or self.clock() >= self._read_again_at:
             self._refresh()
-        if self._tokens is None:
+        if self._built is None:
             raise ServiceUnavailable()
-        return self._tokens
+        return self._built
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys in use, current first."""
+        _ = self.current
+        return self._keys or ()
 
     def forget(self) -> None:
         """Read the keys again at next use (after a SnapStart restore: the snapshot may be weeks old)."""
@@ -62,20 +81,20 @@ class KeyRing:
 
     def _refresh(self) -> None:
         try:
-            keys = load_signing_keys(self.settings)
+            keys = self._read()
         except Exception as exc:
             # Without any key, a malformed secret stops start-up (SPEC: Configuration). Later, a bad
             # write during a rotation or Secrets Manager being down must not sign anyone out: keep
             # the keys we have, say why, and read again a little later, not on every request.
-            if isinstance(exc, ConfigurationError) and self._tokens is None:
+            if isinstance(exc, ConfigurationError) and self._built is None:
                 raise
             if self._on_error is not None:
                 self._on_error(exc)
             self._read_again_at = self.clock() + self.RETRY_AFTER_FAILURE_SECONDS
             return
-        if self._tokens is None or self._tokens.keys != keys:
-            self._tokens = Tokens(self.settings, keys)
-        self._read_again_at = self.clock() + self.settings.signing_keys_ttl_seconds
+        if keys != self._keys:
+            self._keys, self._built = keys, self._build(keys)
+        self._read_again_at = self.clock() + self._ttl
 
 
 def hash_session_id(session_id: str) -> bytes:

@@ -18,6 +18,8 @@ MAX_BODY_BYTES = 16 * 1024
 #: (NIST SP 800-63B 5.2.2: "no more than 100 consecutive failed attempts").
 MAX_VERIFICATIONS_PER_DAY = 100
 DAY_SECONDS = 86400
+#: Longest life of an identity assertion from the gateway's authorizer (SPEC: The dashboard host).
+MAX_ASSERTION_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,11 @@ class Settings:
     csrf_max_age_seconds: int = 12 * 3600
     flash_max_age_seconds: int = 300
     metrics_namespace: str = "dashgate"
-    origin_verify_secret: str | None = None
+    identity_secret_arn: str | None = None
+    identity_secrets: tuple[str, ...] = ()
+    identity_assertion_seconds: int = MAX_ASSERTION_SECONDS
+    origin_verify_secret_arn: str | None = None
+    origin_verify_secrets: tuple[str, ...] = ()
 
     @property
     def cookie_prefix(self) -> str:
@@ -103,7 +109,12 @@ class Settings:
             register_max_per_ip=env.integer("REGISTER_MAX_PER_IP", 10, low=1),
             register_window_seconds=env.integer("REGISTER_WINDOW_SECONDS", 3600, low=1),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE") or "dashgate",
-            origin_verify_secret=env.text("ORIGIN_VERIFY_SECRET") or None,
+            identity_secret_arn=env.text("IDENTITY_SECRET_ARN") or None,
+            identity_secrets=parse_keys(env.text("IDENTITY_SECRETS"), "IDENTITY_SECRETS"),
+            identity_assertion_seconds=env.integer("IDENTITY_ASSERTION_SECONDS", MAX_ASSERTION_SECONDS, low=5,
+                                                   high=MAX_ASSERTION_SECONDS),
+            origin_verify_secret_arn=env.text("ORIGIN_VERIFY_SECRET_ARN") or None,
+            origin_verify_secrets=parse_keys(env.text("ORIGIN_VERIFY_SECRETS"), "ORIGIN_VERIFY_SECRETS"),
         )
         settings.check()
         return settings
@@ -120,8 +131,8 @@ class Settings:
             raise ConfigurationError("ARGON2_MEMORY_COST must be at least 8 KiB per lane (ARGON2_PARALLELISM)")
         if not _is_local_path(self.default_redirect):
             raise ConfigurationError("DEFAULT_REDIRECT must be a local path such as /dash/")
-        if self.origin_verify_secret is not None and len(self.origin_verify_secret) < MIN_KEY_LENGTH:
-            raise ConfigurationError(f"ORIGIN_VERIFY_SECRET must be at least {MIN_KEY_LENGTH} characters")
+        if set(self.identity_secrets) & set(self.session_secrets):  # "a key used for nothing else"
+            raise ConfigurationError("IDENTITY_SECRETS must not reuse a key of SESSION_SECRETS")
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
         if self.login_failure_window_seconds < DAY_SECONDS:  # the bound below assumes it
@@ -133,6 +144,16 @@ class Settings:
                 f"LOGIN_MAX_FAILURES_PER_EMAIL, LOGIN_BACKOFF_BASE_SECONDS and LOGIN_BACKOFF_MAX_SECONDS "
                 f"allow {worst} password guesses per account in 24 hours; "
                 f"at most {MAX_VERIFICATIONS_PER_DAY} are allowed (NIST SP 800-63B 5.2.2)")
+
+    @property
+    def has_identity_keys(self) -> bool:
+        """Whether identity assertions can be signed or checked here (the authorizer, a gateway host)."""
+        return bool(self.identity_secret_arn or self.identity_secrets)
+
+    @property
+    def enforces_origin(self) -> bool:
+        """Whether the guard refuses requests that did not come through the gateway."""
+        return bool(self.origin_verify_secret_arn or self.origin_verify_secrets)
 
     @property
     def counter_memory_seconds(self) -> int:

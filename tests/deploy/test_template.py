@@ -64,8 +64,10 @@ def route_table(cfn: dict) -> dict[str, str]:
             key = "$default" if operation.get("isDefaultRoute") else (
                 f"{'ANY' if method == 'x-amazon-apigateway-any-method' else method.upper()} {path}")
             uri = integration["uri"]
-            if integration["type"] == "http_proxy":
-                routes[key] = f"http_proxy:{uri['Ref']}"
+            if integration["type"] == "http_proxy":  # DashboardUrl, or InsecureDashboardUrl when set
+                assert uri == {"Fn::If": ["UseInsecureDashboardUrl", {"Ref": "InsecureDashboardUrl"},
+                                          {"Ref": "DashboardUrl"}]}
+                routes[key] = "http_proxy:DashboardUrl"
             else:
                 routes[key] = invoked_function(cfn, uri["Fn::Sub"])
     return routes
@@ -262,7 +264,7 @@ def test_sam_build_makes_an_arm64_layer_without_a_container(tmp_path: Path) -> N
     print("built sizes (bytes):", json.dumps(sizes, sort_keys=True))
 
 
-IDENTITY = ("x-dashgate-user-id", "x-dashgate-email", "x-dashgate-first-name", "x-dashgate-identity-verify")
+IDENTITY = "x-dashgate-identity"
 
 
 def integration(cfn: dict, path: str) -> dict:
@@ -287,18 +289,46 @@ def test_dashboard_routes_carry_the_authorizers_identity_when_enabled(translated
     enabled, disabled = route["x-amazon-apigateway-integration"]["requestParameters"]["Fn::If"][1:]
 
     assert route["security"] == {"Fn::If": ["AuthorizerEnabled", [{"DashgateAuthorizer": []}], []]}
-    assert enabled["overwrite:header.x-dashgate-user-id"] == "$context.authorizer.user_id"
-    assert "OriginVerifySecret" in json.dumps(enabled["overwrite:header.x-dashgate-identity-verify"])
+    # the signed assertion, and nothing the host would have to take on trust
+    assert enabled["overwrite:header.x-dashgate-identity"] == "$context.authorizer.assertion"
+    assert [k for k in enabled if "identity" in k or "user" in k or "email" in k] == [
+        "overwrite:header.x-dashgate-identity"]
     assert enabled["overwrite:path"] == disabled["overwrite:path"] == "$request.path"
-    assert all(f"remove:header.{h}" in disabled for h in IDENTITY)  # switched off: nobody can spoof them
-    assert "x-dashgate-origin-verify" in json.dumps(enabled) and "x-dashgate-origin-verify" in json.dumps(disabled)
+    assert f"remove:header.{IDENTITY}" in disabled  # switched off: a client's assertion is removed
+    for parameters in (enabled, disabled):
+        assert json.dumps(parameters["overwrite:header.x-dashgate-origin-verify"]).endswith(
+            ':SecretString:current}}"}')
 
 
 def test_the_default_route_removes_client_sent_identity_headers(translated: dict) -> None:
     parameters = integration(translated, "$default")["x-amazon-apigateway-integration"]["requestParameters"]
 
-    assert all(parameters[f"remove:header.{h}"] == "''" for h in IDENTITY)
+    assert parameters[f"remove:header.{IDENTITY}"] == "''"
     assert "OriginVerifySecret" in json.dumps(parameters["overwrite:header.x-dashgate-origin-verify"])
+
+
+def test_the_dashboard_url_must_be_https_unless_the_dev_parameter_is_used() -> None:
+    parameters = yaml_parse((ROOT / "template.yaml").read_text())["Parameters"]
+    secure = parameters["DashboardUrl"]["AllowedPattern"]
+    insecure = parameters["InsecureDashboardUrl"]["AllowedPattern"]
+
+    assert re.fullmatch(secure, "https://dash.example.com")
+    for refused in ("http://dash.example.com", "HTTP://dash.example.com", "https://dash.example.com/path", "ftp://x"):
+        assert not re.fullmatch(secure, refused), refused
+    assert parameters["InsecureDashboardUrl"]["Default"] == "" and re.fullmatch(insecure, "")
+    assert re.fullmatch(insecure, "http://localhost:8050") and not re.fullmatch(insecure, "https://x.example")
+
+
+def test_the_authorizer_cache_is_shorter_than_the_assertion_it_caches(translated: dict) -> None:
+    from dashgate.settings import MAX_ASSERTION_SECONDS
+
+    cache = yaml_parse((ROOT / "template.yaml").read_text())["Parameters"]["AuthorizerCacheSeconds"]
+
+    # a cached answer is forwarded for at most MaxValue seconds; its assertion lives 60 s from minting
+    assert cache["MaxValue"] * 2 <= MAX_ASSERTION_SECONDS
+    environment = translated["Resources"]["AuthorizerFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["IDENTITY_SECRET_ARN"] == {"Ref": "IdentitySecret"}
+    assert "IDENTITY_ASSERTION_SECONDS" not in environment  # the default, 60 s
 
 
 # -- SnapStart -----------------------------------------------------------------------------------
@@ -347,19 +377,22 @@ def test_every_parameter_the_functions_depend_on_publishes_new_versions(translat
     # them; a changed Description replaces the version (CloudFormation: AWS::Lambda::Version
     # Description "Update requires: Replacement"), and the Description carries the digest.
     resources = translated["Resources"]
-    digest_inputs = resources["ConfigDigest"]["Properties"]
-    function_inputs = json.dumps(resources["LoginFunction"]["Properties"]) + json.dumps(
-        yaml_parse((ROOT / "template.yaml").read_text())["Globals"])
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    digest_inputs = json.dumps(resources["ConfigDigest"]["Properties"])
 
     for version in set(versions(translated).values()):
         assert resources[version]["Properties"]["Description"] == {
             "Fn::Sub": "dashgate configuration ${ConfigDigest.Digest}"}
-    # every parameter that reaches a function's configuration is an input of the digest
-    expected = {"DbSecretArn", "DbHost", "HealthcheckSql", "DefaultRedirect", "VpcSubnetIds",
-                "VpcSecurityGroupIds", "SecretsExtensionLayerArn", "EnableSnapStart"}
-    assert set(digest_inputs) - {"ServiceToken"} == expected
-    for parameter in expected - {"EnableSnapStart"}:  # that one reaches them through SnapStartEnabled
-        assert f'"Ref": "{parameter}"' in function_inputs and parameter in json.dumps(digest_inputs[parameter])
+    # every parameter that reaches an aliased function's configuration, directly or through a
+    # condition, is an input of the digest (found in the translated functions, not listed by hand)
+    for logical in versions(translated):
+        configuration = json.dumps(resources[logical]["Properties"])
+        used = {p for p in template["Parameters"] if f'"Ref": "{p}"' in configuration}
+        for condition in set(re.findall(r'"Fn::If": \["(\w+)"', configuration)):
+            used |= {p for p in template["Parameters"]
+                     if f'"Ref": "{p}"' in json.dumps(template["Conditions"][condition])}
+        assert used >= {"DbSecretArn", "HealthcheckSql", "EnableSnapStart"}, logical
+        assert all(f'"Ref": "{p}"' in digest_inputs for p in used), (logical, used)
     assert "FunctionRevision" not in translated.get("Parameters", {})  # nothing to bump by hand
 
 
@@ -405,11 +438,14 @@ def test_two_parameter_sets_give_two_digests_and_so_two_published_versions(answe
             "SecretsExtensionLayerArn": "", "EnableSnapStart": "false"}
 
     first, again = digest_of(base, answer_url), digest_of(dict(reversed(base.items())), answer_url)
+    subnets = digest_of({**base, "VpcSubnetIds": "subnet-1,subnet-2"}, answer_url)
+    reordered = digest_of({**base, "VpcSubnetIds": " subnet-2, subnet-1"}, answer_url)
     changed = {name: digest_of({**base, name: value}, answer_url) for name, value in [
         ("HealthcheckSql", "select ticker from public.stock_prices limit 1"), ("VpcSubnetIds", "subnet-1,subnet-2"),
         ("DbSecretArn", "arn:aws:secretsmanager:eu-west-1:1:secret:other"), ("EnableSnapStart", "true")]}
 
     assert first == again and CLOUDFORMATION_ANSWERS[-1]["Status"] == "SUCCESS"
+    assert subnets == reordered  # the same configuration: no version that Lambda would not publish
     assert len({first, *changed.values()}) == 1 + len(changed)
     assert len(f"dashgate configuration {first}") <= 256  # Lambda's limit on a version's description
 
@@ -423,7 +459,7 @@ def test_old_versions_are_deleted_not_kept_and_billed(translated: dict) -> None:
 
 
 def test_deleting_or_replacing_the_stack_keeps_the_secrets(translated: dict) -> None:
-    for secret in ("SessionSecret", "OriginVerifySecret"):
+    for secret in ("SessionSecret", "OriginVerifySecret", "IdentitySecret"):
         resource = translated["Resources"][secret]
         assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain", secret
 
@@ -459,6 +495,8 @@ def test_each_function_logs_to_its_own_group_with_retention_made_before_it(trans
     resources = translated["Resources"]
     functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
 
+    groups = [f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for f in functions.values()]
+    assert len(set(groups)) == len(functions)
     for logical, function in functions.items():
         group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert resources[group]["Type"] == "AWS::Logs::LogGroup", logical

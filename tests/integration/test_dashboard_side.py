@@ -6,14 +6,17 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask, jsonify, request
 
+from dashgate.assertions import Assertions
 from dashgate.guard import DashgateGuard, current_user
+from dashgate.sessions import Tokens
 from dashgate.settings import Settings
-from tests.conftest import PASSWORD
+from tests.conftest import IDENTITY_KEY, PASSWORD
 from tests.support import ORIGIN, ROOT, Browser, LambdaContext, make_event
 
 CREDENTIALS = {"email": "alice@example.com", "password": PASSWORD}
@@ -44,6 +47,11 @@ def test_the_authorizer_allows_a_live_session_and_passes_the_user(load, session_
     assert answer["isAuthorized"] is True
     assert answer["context"]["email"] == "alice@example.com" and answer["context"]["first_name"] == "Alice"
     assert answer["context"]["user_id"].isdigit()
+    # what the gateway passes to the host: signed with the identity key, for at most 60 s
+    verifier = Assertions(Settings(), (IDENTITY_KEY,))
+    user = verifier.verify(answer["context"]["assertion"], datetime.now(UTC))
+    assert (user.id, user.email, user.first_name) == (int(answer["context"]["user_id"]), "alice@example.com", "Alice")
+    assert verifier.verify(answer["context"]["assertion"], datetime.now(UTC) + timedelta(seconds=60)) is None
 
 
 @pytest.mark.parametrize("cookies", [None, ["other=1"], ["__Host-session=forged.value"]])
@@ -66,7 +74,7 @@ def test_the_authorizer_denies_after_logout_and_during_an_outage(load, browser: 
 
 # -- the guard in a Flask host --------------------------------------------------------------------------
 @pytest.fixture
-def host(env: dict, database_url: str):
+def host(env: dict, database_url: str, extra_env: dict):
     """A small Flask dashboard host with the guard in front of /dash."""
     app = Flask("dashboard")
 
@@ -84,12 +92,20 @@ def host(env: dict, database_url: str):
     @app.route("/public")
     def public():
         return jsonify({"user_id_header": request.headers.get("X-Dashgate-User-Id"),
+                        "identity_header": request.headers.get("X-Dashgate-Identity"),
+                        "origin_header": request.headers.get("X-Dashgate-Origin-Verify"),
                         "user": bool(current_user(request.environ))})
 
-    guard = DashgateGuard(app.wsgi_app, settings=Settings.from_env({**env, "ORIGIN_VERIFY_SECRET": VERIFY}))
+    guard = DashgateGuard(app.wsgi_app, settings=Settings.from_env({**env, **extra_env}))
     app.wsgi_app = guard
     yield app.test_client(), guard
     guard.store.close()
+
+
+@pytest.fixture
+def extra_env() -> dict:
+    """Settings the host adds to the functions' environment (none: no origin enforcement)."""
+    return {}
 
 
 def test_a_signed_out_page_request_goes_to_login_with_next(host) -> None:
@@ -123,29 +139,81 @@ def test_background_requests_get_401_json_not_a_redirect(host, path: str, header
     assert response.json["error"] == "unauthenticated" and response.json["login_url"].startswith("/login/?next=")
 
 
-def test_spoofed_identity_headers_are_ignored_and_stripped(host) -> None:
+def assertion(key: str = IDENTITY_KEY, *, age: int = 0, user_id: int = 7) -> str:
+    """An identity assertion as the authorizer makes it, signed with `key`, issued `age` seconds ago."""
+    from dashgate.store import User
+
+    user = User(user_id, "gw@example.com", "Gate", None, datetime.now(UTC))
+    return Assertions(Settings(), (key,)).issue(user, datetime.now(UTC) - timedelta(seconds=age))
+
+
+def test_unsigned_identity_headers_and_the_origin_value_alone_get_nothing(host) -> None:
     client, _ = host
-    spoof = {"X-Dashgate-User-Id": "1", "X-Dashgate-Email": "admin@example.com", "X-Dashgate-First-Name": "Admin"}
+    # what the old gateway sent, and a leaked origin-verify value (from logs, a debug page, http://)
+    spoof = {"X-Dashgate-User-Id": "1", "X-Dashgate-Email": "admin@example.com", "X-Dashgate-First-Name": "Admin",
+             "X-Dashgate-Identity-Verify": VERIFY, "X-Dashgate-Origin-Verify": VERIFY}
 
     page = client.get("/dash/", headers=spoof)
-    wrong_secret = client.get("/dash/", headers={**spoof, "X-Dashgate-Identity-Verify": "w" * 40})
-    # through the gateway's $default route: the origin is verified, but no authorizer checked anyone
-    default_route = client.get("/dash/", headers={**spoof, "X-Dashgate-Origin-Verify": VERIFY})
-    public = client.get("/public", headers=spoof)
+    public = client.get("/public", headers={**spoof, "X-Dashgate-Identity": "forged"})
 
-    assert page.status_code == wrong_secret.status_code == default_route.status_code == 303
-    assert public.json == {"user_id_header": None, "user": False}
+    assert page.status_code == 303
+    assert public.json == {"user_id_header": None, "identity_header": None, "origin_header": None, "user": False}
 
 
-def test_identity_from_the_gateway_is_trusted_when_the_origin_verify_secret_matches(host) -> None:
+def test_a_valid_assertion_from_the_gateway_is_trusted_without_a_database_query(host) -> None:
     client, guard = host
     before = guard.store.round_trips
 
-    response = client.get("/dash/", headers={"X-Dashgate-Identity-Verify": VERIFY, "X-Dashgate-User-Id": "7",
-                                             "X-Dashgate-Email": "gw@example.com", "X-Dashgate-First-Name": "Gate"})
+    response = client.get("/dash/", headers={"X-Dashgate-Identity": assertion(age=59)})
 
     assert response.status_code == 200 and response.text.startswith("Hello, Gate!")
     assert guard.store.round_trips == before  # no database query
+
+
+@pytest.mark.parametrize("presented", ["bad signature", "another key", "expired", "another salt"])
+def test_an_assertion_that_is_forged_foreign_or_expired_means_signed_out(host, presented: str) -> None:
+    client, _ = host
+    value = {"bad signature": assertion()[:-3] + "xyz", "another key": assertion("x" * 40),
+             "expired": assertion(age=61),
+             # a token the same key signed for another purpose is no assertion (salted per purpose)
+             "another salt": Tokens(Settings(), (IDENTITY_KEY,)).device_token("gw@example.com", datetime.now(UTC))
+             }[presented]
+
+    assert client.get("/dash/", headers={"X-Dashgate-Identity": value}).status_code == 303
+
+
+@pytest.mark.parametrize("extra_env", [{"ORIGIN_VERIFY_SECRETS": f"{VERIFY},{'p' * 40}"}])
+def test_a_host_locked_to_the_gateway_refuses_direct_requests(host, extra_env: dict) -> None:
+    client, _ = host
+
+    direct = client.get("/public")
+    direct_with_identity = client.get("/dash/", headers={"X-Dashgate-Identity": assertion()})
+    wrong = client.get("/public", headers={"X-Dashgate-Origin-Verify": "w" * 40})
+    through_gateway = client.get("/public", headers={"X-Dashgate-Origin-Verify": VERIFY})
+    previous_value = client.get("/dash/", headers={"X-Dashgate-Origin-Verify": "p" * 40,
+                                                   "X-Dashgate-Identity": assertion()})
+
+    assert direct.status_code == direct_with_identity.status_code == wrong.status_code == 403
+    assert through_gateway.status_code == 200
+    assert through_gateway.json["origin_header"] is None  # the app never sees the secret
+    assert previous_value.status_code == 200  # rotation: every listed value is accepted
+
+
+def test_the_authorizer_cache_bounds_access_after_logout(load, browser: Browser, session_cookie: str) -> None:
+    # GIVEN the gateway cached an allow (and its assertion) for this Cookie header before the logout
+    cached = load("authorizer").lambda_handler(authorizer_event([f"__Host-session={session_cookie}"]),
+                                               LambdaContext())["context"]["assertion"]
+    browser.get("/logout/", headers={"sec-fetch-site": "same-origin", "sec-fetch-mode": "navigate",
+                                     "referer": f"{ORIGIN}/dash/"})
+    verifier = Assertions(Settings(), (IDENTITY_KEY,))
+    now = datetime.now(UTC)
+
+    # THEN once the cache (at most 30 s) has expired the authorizer is asked again and denies, and
+    # the cached assertion itself is refused by the host 60 s after it was made, whatever happens
+    fresh = load("authorizer").lambda_handler(authorizer_event([f"__Host-session={session_cookie}"]), LambdaContext())
+    assert fresh == {"isAuthorized": False}
+    assert verifier.verify(cached, now + timedelta(seconds=30)) is not None
+    assert verifier.verify(cached, now + timedelta(seconds=61)) is None
 
 
 def test_an_expired_session_sends_the_dash_page_back_to_login(host, db, session_cookie: str) -> None:
@@ -154,7 +222,8 @@ def test_an_expired_session_sends_the_dash_page_back_to_login(host, db, session_
     db.execute("UPDATE public.dashgate_sessions SET expires_at = now() - interval '1 second'")
 
     assert client.get("/dash/").status_code == 303
-    assert client.post("/_dash-update-component", json={}).status_code == 200  # not protected: passes
+    # Dash serves its callbacks at the root (routes_pathname_prefix="/"): protected with the pages
+    assert client.post("/_dash-update-component", json={}).status_code == 401
 
 
 def test_the_guard_installs_without_the_lambda_only_parts(tmp_path: Path) -> None:

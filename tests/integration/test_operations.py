@@ -32,7 +32,7 @@ def use_clock(keys, clock: MonotonicClock) -> None:
     """Give a key ring an injected clock; it reads the keys now, so its TTL starts on that clock."""
     keys.clock = clock
     keys.forget()
-    _ = keys.tokens
+    _ = keys.current
 
 
 def sign_in(login_module) -> str:
@@ -159,7 +159,7 @@ def test_a_malformed_secret_written_later_keeps_the_keys_already_read(load, aws,
 
     # THEN the environment keeps signing in with what it had, and reads again later, not every time
     assert get(login, "/login/", token)["statusCode"] == 303
-    assert login.runtime.keys.tokens.keys == (K1,)
+    assert login.runtime.keys.keys == (K1,)
     assert login.runtime.keys._read_again_at == clock.seconds + 30
 
 
@@ -411,3 +411,53 @@ def sign_in_as(login_module, email: str) -> str:
 def test_runtime_now_is_the_injected_clock(handlers: dict) -> None:
     clock = handlers["login"].runtime.clock = Clock()
     assert handlers["login"].runtime.now() == clock.now
+
+
+# -- the gateway's secrets: identity assertion keys and origin-verify values ----------------------------
+def test_rotating_the_gateways_secrets_keeps_a_running_host_and_warm_authorizers_working(
+        load, aws, monkeypatch: pytest.MonkeyPatch, env: dict, alice: dict, session_cookie_for_alice: str) -> None:
+    i1, i2, o1, o2 = "a" * 40, "b" * 40, "c" * 40, "d" * 40
+    identity = aws.create_secret(Name="identity", SecretString=json.dumps({"current": i1}))["ARN"]
+    origin = aws.create_secret(Name="origin", SecretString=json.dumps({"current": o1}))["ARN"]
+    monkeypatch.delenv("IDENTITY_SECRETS")
+    monkeypatch.setenv("IDENTITY_SECRET_ARN", identity)
+    monkeypatch.setenv("ORIGIN_VERIFY_SECRET_ARN", origin)
+    # GIVEN a warm authorizer and a dashboard host locked to the gateway, both started before the rotation
+    warm = load("authorizer")
+    clock = MonotonicClock()
+    host = Flask("dashboard")
+    host.add_url_rule("/dash/", "page", lambda: "Hello!")
+    guard = DashgateGuard(host.wsgi_app)
+    for ring in (warm.assertions, guard.assertions, guard.origins, guard.keys):
+        use_clock(ring, clock)
+    client = host.test_client()
+    host.wsgi_app = guard
+
+    def through_gateway(authorizer, origin_value: str) -> int:
+        event = make_event("GET", "/dash/", cookies=[f"{SESSION}={session_cookie_for_alice}"])
+        event.update(type="REQUEST", routeKey="ANY /dash", identitySource=[f"{SESSION}=..."])
+        answer = authorizer.lambda_handler(event, LambdaContext())
+        return client.get("/dash/", headers={"X-Dashgate-Identity": answer["context"]["assertion"],
+                                             "X-Dashgate-Origin-Verify": origin_value}).status_code
+
+    # WHEN step 1 publishes the next values and everyone has read them ...
+    aws.put_secret_value(SecretId=identity, SecretString=json.dumps({"current": i1, "next": i2}))
+    aws.put_secret_value(SecretId=origin, SecretString=json.dumps({"current": o1, "next": o2}))
+    clock.advance(300)
+    assert through_gateway(warm, o1) == 200
+    # ... and step 2 promotes them; the gateway is deployed again (it sends o2), a new authorizer starts
+    aws.put_secret_value(SecretId=identity, SecretString=json.dumps({"current": i2, "previous": [i1]}))
+    aws.put_secret_value(SecretId=origin, SecretString=json.dumps({"current": o2, "previous": [o1]}))
+    fresh = load("authorizer")
+
+    # THEN the running host takes both the new and the warm authorizer's assertions, by either value
+    assert through_gateway(fresh, o2) == 200
+    assert through_gateway(warm, o2) == 200
+    assert through_gateway(fresh, o1) == 200  # a gateway deployment not yet replaced
+    assert through_gateway(fresh, "x" * 40) == 403
+    guard.store.close()
+
+
+@pytest.fixture
+def session_cookie_for_alice(handlers: dict, alice: dict) -> str:
+    return sign_in(handlers["login"])

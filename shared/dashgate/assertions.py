@@ -1,0 +1,64 @@
+"""Assertions: the signed, short-lived identity the gateway's authorizer hands the dashboard host,
+and the origin-verify check that tells the host a request came through the gateway at all."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from itsdangerous import BadData, URLSafeSerializer
+
+from dashgate.settings import Settings
+
+if TYPE_CHECKING:
+    from dashgate.store import User
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    """Who is signed in, as the host app sees it."""
+
+    id: int
+    email: str
+    first_name: str | None
+
+
+class Assertions:
+    """Issue and check identity assertions: {user id, email, first name, expiry}, HMAC-SHA256 under
+    keys used for nothing else (IDENTITY_SECRET_ARN / IDENTITY_SECRETS), current key first."""
+
+    def __init__(self, settings: Settings, keys: tuple[str, ...]) -> None:
+        self.lifetime = settings.identity_assertion_seconds
+        # itsdangerous signs with the last key and accepts any: our lists are current-first.
+        self._serializer = URLSafeSerializer(list(reversed(keys)), salt="dashgate.identity",
+                                             signer_kwargs={"digest_method": hashlib.sha256})
+
+    def issue(self, user: User, now: datetime) -> str:
+        """An assertion for `user`, valid `lifetime` seconds from `now` (a header-safe string)."""
+        return self._serializer.dumps({"id": user.id, "email": user.email, "first_name": user.first_name,
+                                       "expires": int(now.timestamp()) + self.lifetime})
+
+    def verify(self, value: str | None, now: datetime) -> SignedInUser | None:
+        """The user an assertion names when its signature is ours and it has not expired; else None."""
+        if not value:
+            return None
+        try:
+            claims = self._serializer.loads(value)
+        except (BadData, ValueError):
+            return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("expires"), int):
+            return None
+        if claims["expires"] <= now.timestamp() or not isinstance(claims.get("id"), int):
+            return None
+        return SignedInUser(claims["id"], str(claims.get("email") or ""), claims.get("first_name") or None)
+
+
+def origin_matches(presented: str, accepted: tuple[str, ...]) -> bool:
+    """True when the origin-verify header carries one of the accepted values (compared in constant time)."""
+    matched = False
+    for value in accepted:  # every candidate is compared: the time does not tell which one matched
+        matched |= hmac.compare_digest(presented.encode(), value.encode())
+    return bool(presented) and matched
