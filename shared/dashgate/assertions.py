@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadData, URLSafeSerializer
 
-from dashgate.settings import Settings
+from dashgate.settings import MAX_ASSERTION_SECONDS, Settings
 
 if TYPE_CHECKING:
     from dashgate.store import User
@@ -51,7 +51,10 @@ class Assertions:
             return None
         if not isinstance(claims, dict) or not isinstance(claims.get("expires"), int):
             return None
-        if claims["expires"] <= now.timestamp() or not isinstance(claims.get("id"), int):
+        expires = claims["expires"]
+        # never longer than an assertion can live, even if one was signed so (defence in depth)
+        if not now.timestamp() < expires <= now.timestamp() + MAX_ASSERTION_SECONDS or not isinstance(
+                claims.get("id"), int):
             return None
         return SignedInUser(claims["id"], str(claims.get("email") or ""), claims.get("first_name") or None)
 

@@ -14,6 +14,7 @@ configured, it refuses every request that did not come through the gateway (403)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,9 +41,13 @@ STRIPPED = (IDENTITY, ORIGIN_VERIFY, "HTTP_X_DASHGATE_USER_ID", "HTTP_X_DASHGATE
             "HTTP_X_DASHGATE_FIRST_NAME", "HTTP_X_DASHGATE_IDENTITY_VERIFY")
 #: Dash's background endpoints (dash/dash.py routes), answered with 401 JSON, never a redirect.
 DASH_BACKGROUND = ("/_dash-", "/_reload-hash", "/_favicon")
-#: What a Dash app serves at the root whatever its pages' prefix (`routes_pathname_prefix="/"`): its
-#: layout, its callbacks' wiring and the callbacks themselves. Protected with the app's pages.
+#: What a Dash app whose routes live at the root (`routes_pathname_prefix="/"`: an app at "/", or one
+#: behind a proxy that strips its prefix) serves there: its layout, its callbacks' wiring and the
+#: callbacks themselves. Protected with the pages by default (`protect_dash_root=False` turns it off,
+#: for a public Dash app at the root).
 DASH_ROOT_ENDPOINTS = ("/_dash-layout", "/_dash-dependencies", "/_dash-update-component", "/_reload-hash")
+
+MANY_SLASHES = re.compile("/{2,}")
 
 #: Database connections the guard may hold: one per host thread serving a protected page at once.
 POOL_SIZE = 8
@@ -60,9 +65,12 @@ class DashgateGuard:
     other paths pass through."""
 
     def __init__(self, app: WSGIApp, *, protect: tuple[str, ...] = ("/dash",), login_path: str = "/login/",
-                 settings: Settings | None = None, pool_size: int = POOL_SIZE, protect_dash_root: bool = True) -> None:
+                 settings: Settings | None = None, pool_size: int = POOL_SIZE, protect_dash_root: bool = True,
+                 exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.protect = protect + (DASH_ROOT_ENDPOINTS if protect_dash_root and protect else ())
+        #: Paths served without the origin check (a load balancer's own health check of the host).
+        self.exempt = exempt
         self.login_path = login_path
         s = self.settings = settings or Settings.from_env()
         #: Each read again every SIGNING_KEYS_TTL_SECONDS, like the functions' (a rotation reaches a running host).
@@ -85,11 +93,12 @@ class DashgateGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Check the origin, identify, then pass on, redirect to the login page, or answer 401."""
-        path = environ.get("PATH_INFO", "")
+        # Routers merge repeated slashes (Werkzeug routes "//dash/" to "/dash/"): so must the check.
+        path = MANY_SLASHES.sub("/", environ.get("PATH_INFO", ""))
         protected = any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protect)
         try:
-            if self.settings.enforces_origin and not origin_matches(environ.get(ORIGIN_VERIFY, ""),
-                                                                    self.origins.current):
+            if (self.settings.enforces_origin and path not in self.exempt
+                    and not origin_matches(environ.get(ORIGIN_VERIFY, ""), self.origins.current)):
                 return _reply(start_response, "403 Forbidden", "text/plain; charset=utf-8",
                               b"This host serves requests through its gateway only.")
             trusted = self._from_gateway(environ)

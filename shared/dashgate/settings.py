@@ -116,6 +116,9 @@ class Settings:
             origin_verify_secret_arn=env.text("ORIGIN_VERIFY_SECRET_ARN") or None,
             origin_verify_secrets=parse_keys(env.text("ORIGIN_VERIFY_SECRETS"), "ORIGIN_VERIFY_SECRETS"),
         )
+        if env.text("ORIGIN_VERIFY_SECRET"):  # the single value of earlier versions: never silently ignored
+            raise ConfigurationError("ORIGIN_VERIFY_SECRET is replaced by ORIGIN_VERIFY_SECRET_ARN (the stack's "
+                                     "OriginVerifySecretArn) or ORIGIN_VERIFY_SECRETS (a comma list)")
         settings.check()
         return settings
 

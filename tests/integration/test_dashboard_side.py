@@ -13,6 +13,7 @@ import pytest
 from flask import Flask, jsonify, request
 
 from dashgate.assertions import Assertions
+from dashgate.errors import ConfigurationError
 from dashgate.guard import DashgateGuard, current_user
 from dashgate.sessions import Tokens
 from dashgate.settings import Settings
@@ -147,7 +148,8 @@ def assertion(key: str = IDENTITY_KEY, *, age: int = 0, user_id: int = 7) -> str
     return Assertions(Settings(), (key,)).issue(user, datetime.now(UTC) - timedelta(seconds=age))
 
 
-def test_unsigned_identity_headers_and_the_origin_value_alone_get_nothing(host) -> None:
+@pytest.mark.parametrize("extra_env", [{}, {"ORIGIN_VERIFY_SECRETS": VERIFY}], ids=["open host", "locked host"])
+def test_unsigned_identity_headers_and_the_origin_value_alone_get_nothing(host, extra_env: dict) -> None:
     client, _ = host
     # what the old gateway sent, and a leaked origin-verify value (from logs, a debug page, http://)
     spoof = {"X-Dashgate-User-Id": "1", "X-Dashgate-Email": "admin@example.com", "X-Dashgate-First-Name": "Admin",
@@ -164,17 +166,17 @@ def test_a_valid_assertion_from_the_gateway_is_trusted_without_a_database_query(
     client, guard = host
     before = guard.store.round_trips
 
-    response = client.get("/dash/", headers={"X-Dashgate-Identity": assertion(age=59)})
+    response = client.get("/dash/", headers={"X-Dashgate-Identity": assertion(age=50)})
 
     assert response.status_code == 200 and response.text.startswith("Hello, Gate!")
     assert guard.store.round_trips == before  # no database query
 
 
-@pytest.mark.parametrize("presented", ["bad signature", "another key", "expired", "another salt"])
+@pytest.mark.parametrize("presented", ["bad signature", "another key", "expired", "another salt", "too long"])
 def test_an_assertion_that_is_forged_foreign_or_expired_means_signed_out(host, presented: str) -> None:
     client, _ = host
     value = {"bad signature": assertion()[:-3] + "xyz", "another key": assertion("x" * 40),
-             "expired": assertion(age=61),
+             "expired": assertion(age=61), "too long": assertion(age=-3600),  # valid for an hour: never minted so
              # a token the same key signed for another purpose is no assertion (salted per purpose)
              "another salt": Tokens(Settings(), (IDENTITY_KEY,)).device_token("gw@example.com", datetime.now(UTC))
              }[presented]
@@ -199,7 +201,8 @@ def test_a_host_locked_to_the_gateway_refuses_direct_requests(host, extra_env: d
     assert previous_value.status_code == 200  # rotation: every listed value is accepted
 
 
-def test_the_authorizer_cache_bounds_access_after_logout(load, browser: Browser, session_cookie: str) -> None:
+def test_after_logout_the_authorizer_denies_and_an_assertion_it_made_dies_within_60_s(
+        load, browser: Browser, session_cookie: str) -> None:
     # GIVEN the gateway cached an allow (and its assertion) for this Cookie header before the logout
     cached = load("authorizer").lambda_handler(authorizer_event([f"__Host-session={session_cookie}"]),
                                                LambdaContext())["context"]["assertion"]
@@ -214,6 +217,39 @@ def test_the_authorizer_cache_bounds_access_after_logout(load, browser: Browser,
     assert fresh == {"isAuthorized": False}
     assert verifier.verify(cached, now + timedelta(seconds=30)) is not None
     assert verifier.verify(cached, now + timedelta(seconds=61)) is None
+
+
+@pytest.mark.parametrize("path", ["//dash/", "///dash/reports", "//_dash-update-component", "/dash//"])
+def test_repeated_slashes_do_not_get_past_the_guard(host, path: str) -> None:
+    # Werkzeug routes "//dash/" to the "/dash/" rule: the guard must see the same path it routes
+    from werkzeug.test import create_environ, run_wsgi_app
+
+    client, _ = host
+    environ = create_environ("/", method="POST" if "update" in path else "GET", json={} if "update" in path else None)
+    environ["PATH_INFO"] = path  # as a server passes it on (a test client would read "//dash" as a host)
+
+    body, status, _ = run_wsgi_app(client.application, environ)
+
+    assert status.split()[0] in ("303", "401")
+    assert b"Hello" not in b"".join(body) and b'"ok"' not in b"".join(body)
+
+
+@pytest.mark.parametrize("extra_env", [{"ORIGIN_VERIFY_SECRETS": VERIFY}])
+def test_an_exempt_path_answers_a_load_balancer_without_the_origin_value(env: dict, extra_env: dict) -> None:
+    app = Flask("dashboard")
+    app.add_url_rule("/ping", "ping", lambda: "pong")
+    app.add_url_rule("/other", "other", lambda: "other")
+    guard = DashgateGuard(app.wsgi_app, settings=Settings.from_env({**env, **extra_env}), exempt=("/ping",))
+    app.wsgi_app = guard
+
+    assert app.test_client().get("/ping").text == "pong"
+    assert app.test_client().get("/other").status_code == 403
+    guard.store.close()
+
+
+def test_the_old_single_origin_value_is_refused_by_name(env: dict) -> None:
+    with pytest.raises(ConfigurationError, match="ORIGIN_VERIFY_SECRET_ARN"):
+        Settings.from_env({**env, "ORIGIN_VERIFY_SECRET": VERIFY})
 
 
 def test_an_expired_session_sends_the_dash_page_back_to_login(host, db, session_cookie: str) -> None:

@@ -455,6 +455,15 @@ def test_rotating_the_gateways_secrets_keeps_a_running_host_and_warm_authorizers
     assert through_gateway(warm, o2) == 200
     assert through_gateway(fresh, o1) == 200  # a gateway deployment not yet replaced
     assert through_gateway(fresh, "x" * 40) == 403
+    # ... and still once everyone has read the promotion (the warm authorizer now signs with i2, the
+    # host accepts i1 and o1 as previous) ...
+    clock.advance(300)
+    assert through_gateway(warm, o2) == through_gateway(fresh, o1) == 200
+    assert warm.assertions.keys == (i2, i1)
+    # ... until step 3 retires them
+    aws.put_secret_value(SecretId=origin, SecretString=json.dumps({"current": o2}))
+    clock.advance(300)
+    assert through_gateway(fresh, o1) == 403 and through_gateway(fresh, o2) == 200
     guard.store.close()
 
 
