@@ -136,12 +136,15 @@ class Users:
         if found.refused_until is not None:
             wait = max(1, _seconds_until(found.refused_until, now))
             raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
+        # The new session's id and device token are drawn before the hash, whatever its outcome: after
+        # argon2 has swept the CPU caches, reading the OS's randomness costs about 50 us instead of 1.
+        session_id, token = self.tokens.new_session()
+        device_token = self.tokens.device_token(form.email, now)
         # Verify first, always: an unknown email costs the same one verification (against a dummy).
         # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
             raise InvalidCredentials()
         new_hash = self.passwords.hash(form.password) if self.passwords.needs_rehash(found.password_hash) else None
-        session_id, token = self.tokens.new_session()
         lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
         presented_id = self.tokens.session_id(presented_token)
         counted = list(backoff.limits)
@@ -151,7 +154,7 @@ class Users:
             presented_hash=hash_session_id(presented_id) if presented_id else None,
         )
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
-                        self.tokens.device_token(form.email, now))
+                        device_token)
 
     def _login_backoff(self, email: str, ip: str, device: str | None) -> Backoff:
         """The counters an attempt is judged on, the one a success starts again first: a known device's
