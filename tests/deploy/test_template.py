@@ -396,55 +396,32 @@ def test_every_parameter_the_functions_depend_on_publishes_new_versions(translat
     assert "FunctionRevision" not in translated.get("Parameters", {})  # nothing to bump by hand
 
 
-def digest_of(properties: dict, cloudformation_url: str) -> str:
+def digest_of(properties: dict, cloudformation: tuple[str, list[dict]]) -> str:
     """Run ConfigDigestFunction's inline code as CloudFormation would invoke it; the digest it answered."""
     code = yaml_parse((ROOT / "template.yaml").read_text())["Resources"]["ConfigDigestFunction"]["Properties"][
         "Code"]["ZipFile"]
     namespace: dict = {}
     exec(compile(code, "index.py", "exec"), namespace)  # the template's own inline code
-    namespace["handler"]({"RequestType": "Update", "ResponseURL": cloudformation_url, "StackId": "s", "RequestId": "r",
+    url, received = cloudformation
+    namespace["handler"]({"RequestType": "Update", "ResponseURL": url, "StackId": "s", "RequestId": "r",
                           "LogicalResourceId": "ConfigDigest",
                           "ResourceProperties": {"ServiceToken": "arn", **properties}}, None)
-    return CLOUDFORMATION_ANSWERS[-1]["Data"]["Digest"]
+    return received[-1]["body"]["Data"]["Digest"]
 
 
-CLOUDFORMATION_ANSWERS: list[dict] = []
-
-
-@pytest.fixture(scope="module")
-def answer_url() -> str:
-    """A local stand-in for CloudFormation's pre-signed response URL."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            CLOUDFORMATION_ANSWERS.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-
-
-def test_two_parameter_sets_give_two_digests_and_so_two_published_versions(answer_url: str) -> None:
+def test_two_parameter_sets_give_two_digests_and_so_two_published_versions(cloudformation) -> None:
     base = {"DbSecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:db", "DbHost": "", "HealthcheckSql": "select 1",
             "DefaultRedirect": "/dash/", "VpcSubnetIds": "", "VpcSecurityGroupIds": "",
             "SecretsExtensionLayerArn": "", "EnableSnapStart": "false"}
 
-    first, again = digest_of(base, answer_url), digest_of(dict(reversed(base.items())), answer_url)
-    subnets = digest_of({**base, "VpcSubnetIds": "subnet-1,subnet-2"}, answer_url)
-    reordered = digest_of({**base, "VpcSubnetIds": " subnet-2, subnet-1"}, answer_url)
-    changed = {name: digest_of({**base, name: value}, answer_url) for name, value in [
+    first, again = digest_of(base, cloudformation), digest_of(dict(reversed(base.items())), cloudformation)
+    subnets = digest_of({**base, "VpcSubnetIds": "subnet-1,subnet-2"}, cloudformation)
+    reordered = digest_of({**base, "VpcSubnetIds": " subnet-2, subnet-1"}, cloudformation)
+    changed = {name: digest_of({**base, name: value}, cloudformation) for name, value in [
         ("HealthcheckSql", "select ticker from public.stock_prices limit 1"), ("VpcSubnetIds", "subnet-1,subnet-2"),
         ("DbSecretArn", "arn:aws:secretsmanager:eu-west-1:1:secret:other"), ("EnableSnapStart", "true")]}
 
-    assert first == again and CLOUDFORMATION_ANSWERS[-1]["Status"] == "SUCCESS"
+    assert first == again and cloudformation[1][-1]["body"]["Status"] == "SUCCESS"
     assert subnets == reordered  # the same configuration: no version that Lambda would not publish
     assert len({first, *changed.values()}) == 1 + len(changed)
     assert len(f"dashgate configuration {first}") <= 256  # Lambda's limit on a version's description
