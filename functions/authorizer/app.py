@@ -6,11 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from dashgate.assertions import Assertions
+from dashgate.assertions import assertion_keys
 from dashgate.errors import ConfigurationError, DashgateError
 from dashgate.http import parse_cookies
 from dashgate.runtime import Runtime
-from dashgate.sessions import load_keys
 
 runtime = Runtime("authorizer", "/dash")
 settings = runtime.settings
@@ -18,9 +17,7 @@ if not settings.has_identity_keys:
     raise ConfigurationError("Set IDENTITY_SECRET_ARN (in AWS) or IDENTITY_SECRETS: the authorizer signs the "
                              "identity it passes to the dashboard host")
 #: The key the assertions are signed with, used for nothing else (SPEC: The dashboard host).
-assertions = runtime.key_ring(lambda: load_keys(settings.identity_secret_arn, settings.identity_secrets,
-                                                "IDENTITY_SECRET_ARN"),
-                              lambda keys: Assertions(settings, keys), what="identity assertion keys")
+assertions = runtime.key_ring(assertion_keys, what="identity assertion keys")
 
 
 @runtime.logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

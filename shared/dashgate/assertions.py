@@ -7,10 +7,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadData, URLSafeSerializer
 
+from dashgate.sessions import KeyRing, load_keys
 from dashgate.settings import MAX_ASSERTION_SECONDS, Settings
 
 if TYPE_CHECKING:
@@ -57,6 +58,19 @@ class Assertions:
                 claims.get("id"), int):
             return None
         return SignedInUser(claims["id"], str(claims.get("email") or ""), claims.get("first_name") or None)
+
+
+def assertion_keys(settings: Settings, **kwargs: Any) -> KeyRing[Assertions]:
+    """The identity assertion keys (IDENTITY_SECRET_ARN or IDENTITY_SECRETS), as Assertions."""
+    return KeyRing(lambda: load_keys(settings.identity_secret_arn, settings.identity_secrets, "IDENTITY_SECRET_ARN"),
+                   lambda keys: Assertions(settings, keys), ttl=settings.signing_keys_ttl_seconds, **kwargs)
+
+
+def origin_values(settings: Settings, **kwargs: Any) -> KeyRing[tuple[str, ...]]:
+    """The origin-verify values the host accepts (ORIGIN_VERIFY_SECRET_ARN or ORIGIN_VERIFY_SECRETS)."""
+    return KeyRing(lambda: load_keys(settings.origin_verify_secret_arn, settings.origin_verify_secrets,
+                                     "ORIGIN_VERIFY_SECRET_ARN"),
+                   lambda values: values, ttl=settings.signing_keys_ttl_seconds, **kwargs)
 
 
 def origin_matches(presented: str, accepted: tuple[str, ...]) -> bool:

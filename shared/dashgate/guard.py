@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from dashgate.assertions import Assertions, SignedInUser, origin_matches
+from dashgate.assertions import SignedInUser, assertion_keys, origin_matches, origin_values
 from dashgate.errors import ServiceUnavailable
 from dashgate.http import parse_cookies, prefers_json
-from dashgate.sessions import KeyRing, load_keys
+from dashgate.sessions import KeyRing
 from dashgate.settings import Settings
 from dashgate.store import Store
 from dashgate.users import Users
@@ -75,11 +75,8 @@ class DashgateGuard:
         s = self.settings = settings or Settings.from_env()
         #: Each read again every SIGNING_KEYS_TTL_SECONDS, like the functions' (a rotation reaches a running host).
         self.keys = KeyRing.for_sessions(s)
-        self.assertions = KeyRing(lambda: load_keys(s.identity_secret_arn, s.identity_secrets, "IDENTITY_SECRET_ARN"),
-                                  lambda keys: Assertions(s, keys), ttl=s.signing_keys_ttl_seconds)
-        self.origins = KeyRing(
-            lambda: load_keys(s.origin_verify_secret_arn, s.origin_verify_secrets, "ORIGIN_VERIFY_SECRET_ARN"),
-            lambda values: values, ttl=s.signing_keys_ttl_seconds)
+        self.assertions = assertion_keys(s)
+        self.origins = origin_values(s)
         wanted = [self.keys] + [self.assertions] * s.has_identity_keys + [self.origins] * s.enforces_origin
         for ring in wanted:
             _ = ring.current  # fail at start-up, not at the first request, when a secret cannot be read

@@ -66,23 +66,22 @@ class Runtime:
         self._rings: list[KeyRing] = []
         self.keys: KeyRing | None = None
         if sessions:  # keys and the service layer at init, not on the function's first request
-            from dashgate.sessions import Tokens, load_signing_keys
+            from dashgate.sessions import KeyRing
 
-            self.keys = self.key_ring(lambda: load_signing_keys(self.settings), lambda k: Tokens(self.settings, k))
+            self.keys = self.key_ring(KeyRing.for_sessions)
             importlib.import_module("dashgate.users")
         snapstart.register_hooks(self.before_snapshot, self.after_restore)
 
-    def key_ring(self, read: Callable[[], tuple[str, ...]], build: Callable[[tuple[str, ...]], Any], *,
-                 what: str = "session signing keys") -> KeyRing:
-        """Keys read now, again every SIGNING_KEYS_TTL_SECONDS and after a SnapStart restore; a failure
-        to read them is logged (and, at cold start, answered 503 until a request reads them)."""
-        from dashgate.sessions import KeyRing
+    def key_ring(self, make: Callable[..., KeyRing], *, what: str = "session signing keys") -> KeyRing:
+        """`make(settings, on_error=...)`'s key ring, read now, again every SIGNING_KEYS_TTL_SECONDS and
+        after a SnapStart restore; a failure to read it is logged (at cold start, answered 503 until a
+        request reads it)."""
 
         def unavailable(exc: Exception) -> None:
             self.logger.error(f"Could not read the {what}", extra={"cause": type(exc).__name__,
                                                                   "detail": str(exc)[:500]})
 
-        ring = KeyRing(read, build, ttl=self.settings.signing_keys_ttl_seconds, on_error=unavailable)
+        ring = make(self.settings, on_error=unavailable)
         with contextlib.suppress(ServiceUnavailable):  # logged; read again at the first request
             _ = ring.current
         self._rings.append(ring)
