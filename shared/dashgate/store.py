@@ -24,6 +24,10 @@ from dashgate.settings import Settings, fetch_secret_string
 T = TypeVar("T")
 
 
+class ServerSilent(psycopg.OperationalError):
+    """The server did not answer within the round-trip bound: asking again would only wait again."""
+
+
 class BoundedConnection(psycopg.Connection):
     """A connection on which every wait for the server ends within `round_trip_timeout` seconds.
 
@@ -42,7 +46,7 @@ class BoundedConnection(psycopg.Connection):
             return super().wait(gen, interval=interval, timeout=timeout or self.round_trip_timeout)
         except _WaitTimeout:
             self.pgconn.finish()  # its state is unknown: never use it again
-            raise psycopg.OperationalError(
+            raise ServerSilent(
                 f"the database did not answer within {self.round_trip_timeout} seconds") from None
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -389,7 +393,9 @@ class Store:
         # A pipeline cannot tell a connection the server closed while idle from one lost mid-way, so
         # it is checked first (single statements learn it from the server's 57P0x and retry instead).
         # Only here, before the hash: after argon2 has swept the caches a poll costs 20 us, not 0.4.
-        return self._run(work, check_idle=True)
+        # If it was lost anyway (closed just after the check), running the claim again is safe: at
+        # worst one attempt is counted twice, which only makes the throttle stricter.
+        return self._run(work, check_idle=True, retry_when_lost=True)
 
     def record_login_success(self, *, user_id: int, ip: str, session: NewSession, presented_hash: bytes | None,
                              new_hash: str | None, counted: list[str], reset: list[str], now: datetime) -> None:
@@ -466,7 +472,8 @@ class Store:
         return self._connection.info.backend_pid if self._connection and not self._connection.closed else None
 
     # -- connection -----------------------------------------------------------------------------
-    def _run(self, work: Callable[[psycopg.Connection], T], *, check_idle: bool = False) -> T:
+    def _run(self, work: Callable[[psycopg.Connection], T], *, check_idle: bool = False,
+             retry_when_lost: bool = False) -> T:
         """Run `work` on a connection: once more after the server certainly dropped it, and up to
         ROLLED_BACK_ATTEMPTS times when the server rolled it back (deadlock, serialization)."""
         attempt = 0
@@ -478,7 +485,7 @@ class Store:
                 self.round_trips += 1
                 return work(conn)
             except psycopg.OperationalError as exc:
-                if _worth_another_attempt(exc, conn, attempt):
+                if _worth_another_attempt(exc, conn, attempt, retry_when_lost):
                     continue
                 raise ServiceUnavailable() from exc
             except (psycopg.InterfaceError, psycopg.DatabaseError) as exc:
@@ -593,11 +600,14 @@ def _roll_back(conn: psycopg.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _worth_another_attempt(exc: psycopg.OperationalError, conn: psycopg.Connection, attempt: int) -> bool:
+def _worth_another_attempt(exc: psycopg.OperationalError, conn: psycopg.Connection, attempt: int,
+                           retry_when_lost: bool) -> bool:
     """True when running the work again is safe and may succeed."""
     if exc.sqlstate in ROLLED_BACK_SQLSTATES:
         return attempt < ROLLED_BACK_ATTEMPTS
-    return attempt == 1 and conn.broken and _safe_to_retry(exc)
+    if isinstance(exc, ServerSilent) or isinstance(exc.__cause__, ServerSilent):
+        return False
+    return attempt == 1 and conn.broken and (retry_when_lost or _safe_to_retry(exc))
 
 
 def _spoke_while_idle(conn: BoundedConnection) -> bool:
