@@ -34,7 +34,7 @@ def proxy(base_url: str, method: str, target: str, headers: list[tuple[str, str]
         response = connection.getresponse()
         reply_headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
         return response.status, reply_headers, response.read()
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:  # unreachable, or not answering HTTP
         return 502, [("Content-Type", "text/plain; charset=utf-8")], f"Bad gateway: {exc}".encode()
     finally:
         connection.close()
@@ -42,15 +42,17 @@ def proxy(base_url: str, method: str, target: str, headers: list[tuple[str, str]
 
 def builtin_dashboard(environ: dict, start_response) -> list[bytes]:
     """The stand-in dashboard host (a WSGI app, behind DashgateGuard like a real one): `/` links to
-    sign-up and sign-in; `/dash/` greets the signed-in user."""
+    sign-up and sign-in; `/dash` and `/dash/...` greet the signed-in user; anything else is 404."""
     path = environ.get("PATH_INFO", "/")
+    # Exactly the paths the guard protects (`/dash;/`, `/dash%00/` or `/dashx` are not): only there
+    # is a signed-in user certain.
+    user = current_user(environ) if path == "/dash" or path.startswith("/dash/") else None
     if path == "/":
         status, headers, body = _html(200, pages.layout("dashgate (local)", (
             "<p>The dashboard's front door, running on this machine.</p>"
             '<p><a href="/register/">Create an account</a> · <a href="/login/">Log in</a> · '
             '<a href="/dash/">Dashboard</a></p>')))
-    elif path.startswith("/dash"):
-        user = current_user(environ)  # the guard sent signed-out visitors to the login page
+    elif user is not None:
         status, headers, body = _html(200, pages.layout("Dashboard", (
             f"<p>Hello, {escape(user.first_name or user.email)}!</p>"
             "<p>This is the built-in stand-in for your dashboard (set DASHBOARD_URL to proxy a real one).</p>"

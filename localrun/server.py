@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
+from email.message import Message
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aws_lambda_powertools
+from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
+
 from dashgate.guard import DashgateGuard
+from dashgate.settings import MAX_BODY_BYTES
 from localrun.dashboard import builtin_dashboard, call_wsgi, proxy
 from localrun.gateway import (
     ROOT,
@@ -28,9 +36,17 @@ from localrun.gateway import (
 )
 from localrun.postgres import Cluster, PostgresNotFound
 
-#: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
 #: The public API's description (OpenAPI 3.1), served at /openapi.json.
 OPENAPI = ROOT / "openapi.json"
+#: Swagger UI's script and style as Powertools bundles them (no CDN: /docs/ works offline).
+SWAGGER_UI = Path(aws_lambda_powertools.__file__).parent / "event_handler" / "openapi" / "swagger_ui"
+#: What /docs/ serves besides its page: Swagger UI's files, with their types (RFC 9239: text/javascript).
+DOCS_ASSETS = {"/docs/swagger-ui-bundle.min.js": "text/javascript; charset=utf-8",
+               "/docs/swagger-ui.min.css": "text/css; charset=utf-8"}
+#: Seconds each read of a request (its line, headers, body) may wait for the client before 408 and
+#: close; LOCAL_BODY_TIMEOUT_SECONDS changes it. Without it a short body holds a thread forever.
+BODY_TIMEOUT_SECONDS = 10.0
+#: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
 LOCAL_DIR = Path(os.environ.get("DASHGATE_LOCAL_DIR") or ROOT / ".local")
 #: Local defaults; any of them can be overridden by the environment variable of the same name.
 LOCAL_DEFAULTS = {
@@ -70,8 +86,8 @@ class Gateway:
                client_ip: str) -> tuple[int, list[tuple[str, str]], bytes, str]:
         """One request: (status, headers, body, who answered)."""
         parts = urlsplit(target)
-        if parts.path == "/openapi.json" and method in ("GET", "HEAD"):
-            return 200, [("Content-Type", "application/json")], OPENAPI.read_bytes(), "openapi.json"
+        if method in ("GET", "HEAD") and (local := serve_locally(parts.path)) is not None:
+            return local
         chosen = select_route(self.routes, method, parts.path)
         if chosen is None:
             if self.dashboard_url:
@@ -92,6 +108,57 @@ class Gateway:
             self.builtin.store.close()
 
 
+def serve_locally(path: str) -> tuple[int, list[tuple[str, str]], bytes, str] | None:
+    """What only this server answers, not the API in AWS: /openapi.json, and Swagger UI at /docs/."""
+    if path == "/openapi.json":
+        return 200, [("Content-Type", "application/json")], OPENAPI.read_bytes(), "openapi.json"
+    if path in ("/docs", "/docs/"):
+        return 200, [("Content-Type", "text/html; charset=utf-8")], docs_page().encode(), "docs"
+    if path in DOCS_ASSETS:
+        asset = SWAGGER_UI / path.removeprefix("/docs/")
+        return 200, [("Content-Type", DOCS_ASSETS[path])], asset.read_bytes(), "docs"
+    return None
+
+
+def docs_page() -> str:
+    """Powertools' Swagger UI page, reading /openapi.json, with its script and style from /docs/."""
+    # The page writes `spec` into Swagger UI's options as JavaScript; with an empty spec Swagger UI
+    # downloads `url` instead, so the page always shows the document /openapi.json serves.
+    return generate_swagger_html('{}, url: "/openapi.json"', "/docs/swagger-ui-bundle.min.js",
+                                 "/docs/swagger-ui.min.css", swagger_base_url="/docs", oauth2_config=None)
+
+
+class Refused(Exception):
+    """A request this server answers itself, without its body, and then closes the connection."""
+
+    def __init__(self, status: HTTPStatus, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+    def reply(self, request_headers: Message) -> tuple[int, list[tuple[str, str]], bytes, str]:
+        """JSON for a client that sends or wants JSON, else a line of text."""
+        if any("application/json" in request_headers.get(name, "") for name in ("Content-Type", "Accept")):
+            body = json.dumps({"error": self.error, "message": self.message}).encode()
+            return self.status, [("Content-Type", "application/json")], body, "local server"
+        return self.status, [("Content-Type", "text/plain; charset=utf-8")], self.message.encode(), "local server"
+
+
+def declared_length(headers: Message) -> int:
+    """The body's length as Content-Length declares it, or Refused: no length, an invalid one, or too long."""
+    # API Gateway HTTP APIs accept chunked bodies; this server does not decode them (RFC 9110 15.5.12: 411).
+    if "Transfer-Encoding" in headers:
+        raise Refused(HTTPStatus.LENGTH_REQUIRED, "length_required", "Send the body with a Content-Length header.")
+    values = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
+    # RFC 9112 6.3: an invalid length (or several different ones) leaves no way to find the body's end.
+    if len(values) != 1 or not (value := values.pop()).isascii() or not value.isdigit():
+        raise Refused(HTTPStatus.BAD_REQUEST, "bad_request", "The Content-Length header is invalid.")
+    # API Gateway refuses payloads over 10 MB; the functions take 16 KiB, so this server refuses early.
+    if int(value) > MAX_BODY_BYTES:
+        raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large",
+                      f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    return int(value)
+
+
 class LocalHTTPServer(ThreadingHTTPServer):
     """A thread per request, and a listen backlog for bursts (the default of 5 resets the 6th connect)."""
 
@@ -99,22 +166,51 @@ class LocalHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
-    """The HTTP request handler class bound to a gateway."""
+def make_handler(gateway: Gateway, read_timeout: float = BODY_TIMEOUT_SECONDS) -> type[BaseHTTPRequestHandler]:
+    """The HTTP request handler class bound to a gateway; `read_timeout` bounds each wait for the client."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        #: The socket's timeout, for the whole connection: a keep-alive client idle this long is
+        #: disconnected (http.server closes quietly), one whose body stalls this long gets 408.
+        timeout = read_timeout
 
         def _serve(self) -> None:
             started = time.perf_counter()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            status, headers, payload, who = gateway.handle(self.command, self.path, list(self.headers.items()), body,
-                                                          self.client_address[0])
+            try:
+                body = self._read_body()
+            except Refused as refused:
+                self.close_connection = True  # an unread body must not be taken for the next request
+                self._answer(*refused.reply(self.headers), started)
+                return
+            try:
+                answer = gateway.handle(self.command, self.path, list(self.headers.items()), body,
+                                        self.client_address[0])
+            except Exception:  # answered, never a connection closed in silence
+                print(traceback.format_exc(), end="", flush=True)
+                answer = 500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error", "(failed)"
+            self._answer(*answer, started)
+
+        def _read_body(self) -> bytes | None:
+            """The body, all of it, or Refused: a bad length (declared_length), or one that does not arrive."""
+            length = declared_length(self.headers)
+            try:
+                body = self.rfile.read(length) if length else None
+            except TimeoutError:
+                raise Refused(HTTPStatus.REQUEST_TIMEOUT, "request_timeout",
+                              "The request body did not arrive in time.") from None
+            if body is not None and len(body) < length:  # the client closed its side early
+                raise Refused(HTTPStatus.BAD_REQUEST, "bad_request", "The request body ended early.")
+            return body
+
+        def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes, who: str,
+                    started: float) -> None:
             self.send_response(status)
             for name, value in headers:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
@@ -175,7 +271,8 @@ def main() -> int:
         return 1
     gateway = Gateway(os.environ.get("DASHBOARD_URL") or None)
     port = int(os.environ.get("PORT", "3000"))
-    server = LocalHTTPServer(("127.0.0.1", port), make_handler(gateway))
+    read_timeout = float(os.environ.get("LOCAL_BODY_TIMEOUT_SECONDS", BODY_TIMEOUT_SECONDS))
+    server = LocalHTTPServer(("127.0.0.1", port), make_handler(gateway, read_timeout))
     where = os.environ["DASHBOARD_URL"] if gateway.dashboard_url else "the built-in page at /dash/"
     print(f"dashgate is running at http://127.0.0.1:{port}/ (everything else goes to {where}). Ctrl-C stops it.",
           flush=True)

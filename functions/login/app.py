@@ -1,73 +1,79 @@
-"""Lambda entry point for GET and POST /login/: the sign-in form and session creation."""
+"""Lambda entry point for /login/: the sign-in form (GET) and session creation (POST)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
 from dashgate import http, pages
-from dashgate.errors import DashgateError, InvalidCredentials, MethodNotAllowed, Throttled
-from dashgate.http import Request, Response
+from dashgate.edge import Edge
+from dashgate.errors import DashgateError, InvalidCredentials, Throttled
+from dashgate.http import Request
+from dashgate.models import LoginRequest, SessionOut, SignedInOut, UserOut
+from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
-from dashgate.users import SignIn, normalise_email
+from dashgate.users import SignIn
 
 runtime = Runtime("login", "/login", passwords=True)
+Next = Annotated[str | None, Query(description="A local path to go to after signing in; anything else is ignored.")]
 
 
-def login(request: Request) -> Response:
-    """Route by method."""
-    if request.method == "GET":
-        return show_form(request)
-    if request.method == "POST":
-        return sign_in(request)
-    raise MethodNotAllowed()
-
-
-def show_form(request: Request) -> Response:
-    """Signed in already: go on to `next`. Otherwise the form, carrying `next` through."""
-    next_url = http.safe_next(request.query.get("next"), runtime.settings.default_redirect)
-    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
-    if request.wants_json:
-        return http.json_response(200, {"user": user.as_json() if user else None})
-    if user is not None:
-        return http.redirect(next_url)
-    return form(request, 200, next_url, {})
-
-
-def form(request: Request, status: int, next_url: str, values: dict, err: DashgateError | None = None) -> Response:
+def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None,
+         status: int = 200) -> http.Response:
     """The login page, with the error of a refused attempt when there is one."""
+    values = values or {}
+    next_url = http.safe_next(values.get("next") or request.query.get("next"), runtime.settings.default_redirect)
+    shown = {"email": values.get("email", "").strip(), "remember_me": bool(values.get("remember_me"))}
     return http.form_response(
-        request, runtime.tokens, status,
-        lambda ctx: pages.login_page(ctx.csrf_token, ctx.messages, next_url=next_url, values=values,
+        request, runtime.tokens, err.status if err else status,
+        lambda ctx: pages.login_page(ctx.csrf_token, ctx.messages, next_url=next_url, values=shown,
                                      errors=getattr(err, "fields", None), alert=err.message if err else None),
         headers=http.error_headers(err) if err else None,
     )
 
 
-def sign_in(request: Request) -> Response:
-    """Check the password, start a new session, and send the browser on."""
-    values: dict = {}
-    next_url = http.safe_next(request.query.get("next"), runtime.settings.default_redirect)
-    try:
-        data = request.data()
-        next_url = http.safe_next(data.get("next") or request.query.get("next"), runtime.settings.default_redirect)
-        http.require_csrf(request, data, runtime.tokens, runtime.settings)
-        values = {"email": http.text_field(data, "email"), "remember_me": http.flag_field(data, "remember_me")}
-        credentials = SignIn(normalise_email(values["email"]), http.text_field(data, "password", strip=False),
-                             values["remember_me"])
-        tokens = runtime.tokens
-        signed_in = runtime.users.authenticate(credentials, ip=request.source_ip, now=runtime.now(),
-                                               presented_token=request.cookies.get(tokens.session_cookie_name),
-                                               device_token=request.cookies.get(tokens.device_cookie_name))
-    except DashgateError as err:
-        if isinstance(err, (InvalidCredentials, Throttled)):
-            runtime.count("LoginsFailed" if isinstance(err, InvalidCredentials) else "LoginsThrottled")
-        if request.wants_json or err.status >= 500:
-            raise
-        return form(request, err.status, next_url, values, err)
-    runtime.count("LoginsSucceeded")
-    cookies = [runtime.tokens.session_cookie(signed_in.token, signed_in.cookie_max_age),
-               runtime.tokens.device_cookie(signed_in.device_token)]
+edge = Edge(runtime, form=form)
+app = edge.app
+
+
+@edge.route("/login/", "GET", summary="The sign-in form, or where a signed-in user goes next",
+            responses={200: {"description": "The form (HTML), or the signed-in user (JSON)",
+                             "content": {**HTML, **json_content(SessionOut)}},
+                       303: SEE_OTHER, **errors(503)})
+def show_form(next: Next = None):
+    """Signed in already: go on to `next`. Otherwise the form, carrying `next` through."""
+    request = edge.request()
+    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
     if request.wants_json:
-        return http.json_response(200, {"user": signed_in.user.as_json()}, cookies=cookies)
-    return http.redirect(next_url, cookies)
+        return http.json_response(200, SessionOut(user=UserOut(**user.as_json()) if user else None).body())
+    if user is not None:
+        return http.redirect(http.safe_next(next, runtime.settings.default_redirect))
+    return form(request)
 
 
-lambda_handler = runtime.handler(login)
+@edge.route("/login/", "POST", summary="Sign in: a new session and its cookie",
+            responses={200: {"description": "Signed in (JSON)", "content": json_content(SignedInOut)},
+                       303: SEE_OTHER, **errors(400, 401, 403, 413, 415, 422, 429, 503)})
+def sign_in(body: Annotated[LoginRequest, Body()], next: Next = None):
+    """Check the password, start a new session, and send the browser on."""
+    request = edge.request()
+    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    tokens = runtime.tokens
+    try:
+        signed_in = runtime.users.authenticate(
+            SignIn(body.email, body.password, body.remember_me), ip=request.source_ip, now=runtime.now(),
+            presented_token=request.cookies.get(tokens.session_cookie_name),
+            device_token=request.cookies.get(tokens.device_cookie_name))
+    except (InvalidCredentials, Throttled) as err:
+        runtime.count("LoginsFailed" if isinstance(err, InvalidCredentials) else "LoginsThrottled")
+        raise
+    runtime.count("LoginsSucceeded")
+    cookies = [tokens.session_cookie(signed_in.token, signed_in.cookie_max_age),
+               tokens.device_cookie(signed_in.device_token)]
+    if request.wants_json:
+        return http.json_response(200, SignedInOut(user=UserOut(**signed_in.user.as_json())).body(), cookies=cookies)
+    return http.redirect(http.safe_next(body.next or next, runtime.settings.default_redirect), cookies)
+
+
+lambda_handler = runtime.handler(edge)

@@ -1,36 +1,61 @@
-"""Lambda entry point for GET and POST /logout/: revoke the session and clear the cookie."""
+"""Lambda entry point for /logout/: revoke the session and clear the cookie."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
 from dashgate import http, pages
-from dashgate.errors import MethodNotAllowed
-from dashgate.http import Request, Response
+from dashgate.edge import Edge
+from dashgate.http import Request
+from dashgate.models import LogoutNoticeOut, LogoutRequest
+from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 
 runtime = Runtime("logout", "/logout")
+edge = Edge(runtime)
+app = edge.app
+SIGNED_OUT = {204: {"description": "Signed out (JSON)"}, 303: SEE_OTHER}
 
 
-def logout(request: Request) -> Response:
-    """A link on this site and POST (with CSRF proof) sign out; any other GET (another site, an
-    <img>, a background fetch) only shows a logout button."""
-    if request.method == "GET" and not http.is_user_navigation(request):
-        if request.wants_json:
-            return http.json_response(200, {"logged_out": False, "message": "POST to /logout/ to log out."})
+@edge.route("/logout/", "GET", summary="Sign out from a link on this site",
+            responses={**SIGNED_OUT, 200: {"description": "Another site's link or a background request: a logout "
+                                                          "button (HTML) or how to log out (JSON); nothing changes",
+                                           "content": {**HTML, **json_content(LogoutNoticeOut)}},
+                       **errors(503)})
+def logout_link():
+    """A link on this site signs out, and so does a same-origin JSON GET. Anything else another site
+    could make a browser send (a link, an <img>, a background fetch) only shows a logout button."""
+    request = edge.request()
+    if request.wants_json:
+        if not http.is_same_origin_fetch(request, runtime.settings):
+            return http.json_response(200, LogoutNoticeOut(logged_out=False,
+                                                           message="POST to /logout/ to log out.").body())
+    elif not http.is_user_navigation(request, runtime.settings):
         return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
-    everywhere = False
-    if request.method == "POST":
-        data = request.data()
-        http.require_csrf(request, data, runtime.tokens, runtime.settings)
-        everywhere = http.flag_field(data, "everywhere")  # form everywhere=1, JSON {"everywhere": true}
-    elif request.method != "GET":
-        raise MethodNotAllowed()
+    return sign_out(request, everywhere=False)
+
+
+@edge.route("/logout/", "POST", summary="Sign out (everywhere: every session of the user)",
+            responses={**SIGNED_OUT, **errors(400, 403, 413, 415, 422, 503)})
+def logout(body: Annotated[LogoutRequest | None, Body()] = None):
+    """Sign out, with CSRF proof (a form's token, or a same-origin JSON request); no body is fine."""
+    request = edge.request()
+    body = body or LogoutRequest()
+    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    return sign_out(request, everywhere=body.everywhere)
+
+
+def sign_out(request: Request, *, everywhere: bool) -> http.Response:
+    """Revoke the session (or all of the user's), clear the cookie; the same answer when signed out."""
     token = request.cookies.get(runtime.tokens.session_cookie_name)
     if runtime.users.sign_out(token, now=runtime.now(), everywhere=everywhere):
         runtime.count("Logouts")
     cleared = [runtime.tokens.clear_session_cookie()]
     if request.wants_json:
-        return Response(204, cookies=cleared)
+        return http.respond(204, cookies=cleared)
     return http.redirect("/", cleared)
 
 
-lambda_handler = runtime.handler(logout)
+lambda_handler = runtime.handler(edge)

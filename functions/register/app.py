@@ -1,69 +1,71 @@
-"""Lambda entry point for GET and POST /register/: the sign-up form and account creation."""
+"""Lambda entry point for /register/: the sign-up form (GET) and account creation (POST)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
 from dashgate import http, pages
-from dashgate.errors import DashgateError, MethodNotAllowed, Throttled
-from dashgate.http import Request, Response
+from dashgate.edge import Edge
+from dashgate.errors import DashgateError, Throttled
+from dashgate.http import Request
+from dashgate.models import RegisterFieldsOut, SignedInOut, UserOut
+from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
-from dashgate.users import SignUp, normalise_email
+from dashgate.signup import RegisterRequest
+from dashgate.users import SignUp
 
 #: The seed app's wording, shown once on the login page after a successful registration.
 REGISTERED = "You have successfully registered! You may now login."
+#: What GET /register/ as JSON lists: the fields POST takes.
+FIELDS = ["email", "first_name", "last_name", "password", "password_confirm"]
 
 runtime = Runtime("register", "/register", passwords=True)
 
 
-def register(request: Request) -> Response:
-    """Route by method."""
-    if request.method == "GET":
-        return show_form(request)
-    if request.method == "POST":
-        return create_account(request)
-    raise MethodNotAllowed()
-
-
-def show_form(request: Request, status: int = 200, values: dict | None = None,
-              err: DashgateError | None = None) -> Response:
-    """The empty form, or the form again with the submitted values and the errors."""
-    if request.wants_json and err is None:
-        return http.json_response(200, {"fields": ["email", "first_name", "last_name", "password", "password_confirm"]})
-    errors = getattr(err, "fields", None)
-    alert = err.message if err is not None else None
-    return http.form_response(request, runtime.tokens, status,
-                              lambda ctx: pages.register_page(ctx.csrf_token, ctx.messages, values=values,
-                                                              errors=errors, alert=alert),
+def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
+    """The empty form, or the form again with the submitted values (never the passwords) and the errors."""
+    shown = {name: (values or {}).get(name, "").strip() for name in ("email", "first_name", "last_name")}
+    return http.form_response(request, runtime.tokens, err.status if err else 200,
+                              lambda ctx: pages.register_page(ctx.csrf_token, ctx.messages, values=shown,
+                                                              errors=getattr(err, "fields", None),
+                                                              alert=err.message if err else None),
                               headers=http.error_headers(err) if err else None)
 
 
-def create_account(request: Request) -> Response:
-    """Validate, create the user, and send browsers to the login page with a flash message."""
-    values: dict = {}
+edge = Edge(runtime, form=form)
+app = edge.app
+
+
+@edge.route("/register/", "GET", summary="The sign-up form",
+            responses={200: {"description": "The form (HTML), or the fields POST takes (JSON)",
+                             "content": {**HTML, **json_content(RegisterFieldsOut)}}})
+def show_form():
+    """The empty form; JSON clients get the list of fields."""
+    request = edge.request()
+    if request.wants_json:
+        return http.json_response(200, RegisterFieldsOut(fields=FIELDS).body())
+    return form(request)
+
+
+@edge.route("/register/", "POST", summary="Create an account",
+            responses={201: {"description": "Created (JSON)", "content": json_content(SignedInOut)},
+                       303: SEE_OTHER, **errors(400, 403, 409, 413, 415, 422, 429, 503)})
+def create_account(body: Annotated[RegisterRequest, Body()]):
+    """Create the user, and send browsers to the login page with a flash message."""
+    request = edge.request()
+    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    account = SignUp(email=body.email, password=body.password, first_name=body.first_name, last_name=body.last_name)
     try:
-        data = request.data()
-        http.require_csrf(request, data, runtime.tokens, runtime.settings)
-        values = {name: http.text_field(data, name) for name in ("email", "first_name", "last_name")}
-        form = SignUp(
-            email=normalise_email(values["email"]),
-            password=http.text_field(data, "password", strip=False),
-            # JSON clients may omit the confirmation; browsers always send it (SPEC: POST /register/).
-            password_confirm=http.text_field(data, "password_confirm", strip=False)
-            if "password_confirm" in data or not request.wants_json else None,
-            first_name=values["first_name"],
-            last_name=values["last_name"],
-        )
-        user = runtime.users.register(form, ip=request.source_ip, now=runtime.now(),
-                                      confirm_required=not request.wants_json)
-    except DashgateError as err:
-        if isinstance(err, Throttled):
-            runtime.count("RegistrationsThrottled")
-        if request.wants_json or err.status >= 500:
-            raise
-        return show_form(request, err.status, values, err)
+        user = runtime.users.register(account, ip=request.source_ip, now=runtime.now())
+    except Throttled:
+        runtime.count("RegistrationsThrottled")
+        raise
     runtime.count("Registrations")
     if request.wants_json:
-        return http.json_response(201, {"user": user.as_json()})
+        return http.json_response(201, SignedInOut(user=UserOut(**user.as_json())).body())
     return http.redirect("/login/", [runtime.tokens.flash_cookie([REGISTERED])])
 
 
-lambda_handler = runtime.handler(register)
+lambda_handler = runtime.handler(edge)

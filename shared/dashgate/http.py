@@ -1,4 +1,8 @@
-"""HTTP: API Gateway payload 2.0 events in, responses out; CSRF, redirects, flash, error mapping."""
+"""HTTP: what dashgate reads of a payload 2.0 request, the transport checks made before the resolver
+reads a body, CSRF, safe redirects, flash, and the response shapes (pages, JSON, errors).
+
+Routing, body parsing and validation are Powertools' and pydantic's (`dashgate.edge`,
+`dashgate.models`); this module stays free of both, so the dashboard host's guard can use it."""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 from dashgate import pages
 from dashgate.errors import (
@@ -24,7 +28,10 @@ from dashgate.errors import (
 from dashgate.settings import MAX_BODY_BYTES, Settings
 
 if TYPE_CHECKING:  # health answers without cookies or signing keys: it need not import itsdangerous
-    from dashgate.sessions import Cookie, Tokens
+    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.shared.cookies import Cookie
+
+    from dashgate.sessions import Tokens
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
@@ -85,86 +92,83 @@ class Request:
             return True
         return prefers_json(self.headers.get("accept", ""))
 
-    def data(self) -> dict[str, Any]:
-        """The body as a dict: a form or a JSON object (nothing at all reads as {}). Raises 413, 415 or 400."""
-        body = self._body_bytes()
-        if not body:  # e.g. a logout POST: no fields, whatever the type says (CSRF rules still apply)
-            return {}
-        if self.content_type == FORM_TYPE:
-            try:
-                pairs = parse_qs(_utf8(body), keep_blank_values=True, errors="strict")
-                return {k: v[0] for k, v in pairs.items()}
-            except UnicodeError:
-                raise BadRequest("The form data could not be read.") from None
-        if self.content_type == JSON_TYPE:
-            try:
-                data = json.loads(_utf8(body))
-            except (ValueError, RecursionError):
-                raise BadRequest("The body is not valid JSON.") from None
-            if not isinstance(data, dict):
-                raise BadRequest("The JSON body must be an object.")
-            return data
+
+def admit(event: dict[str, Any]) -> dict[str, Any]:
+    """Check the transport before anything reads the body: at most 16 KiB (413), valid base64 and UTF-8
+    (400), a form or JSON (415). Returns the event with its body as plain text, so that the resolver
+    parses exactly what was checked. An empty body passes whatever its type (a logout POST)."""
+    raw = event.get("body") or ""
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if not raw:  # no body: no fields, whatever the type says (a logout POST; CSRF rules still apply)
+        if media_type not in (FORM_TYPE, JSON_TYPE):
+            headers.pop("content-type", None)
+        return {**event, "headers": headers}
+    if len(raw) > MAX_BODY_BYTES * 4 // 3 + 4:
+        raise PayloadTooLarge()
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("The body is not valid base64.") from None
+    else:
+        body = raw.encode("utf-8", "surrogatepass")
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    if media_type not in (FORM_TYPE, JSON_TYPE):
         raise UnsupportedMediaType()
-
-    def _body_bytes(self) -> bytes:
-        if len(self.raw_body) > MAX_BODY_BYTES * 4 // 3 + 4:
-            raise PayloadTooLarge()
-        if self.is_base64:
-            try:
-                body = base64.b64decode(self.raw_body, validate=True)
-            except (binascii.Error, ValueError):
-                raise BadRequest("The body is not valid base64.") from None
-        else:
-            body = self.raw_body.encode("utf-8", "surrogatepass")
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge()
-        return body
-
-
-@dataclass
-class Response:
-    """A payload 2.0 response; Set-Cookie travels only in `cookies` (API Gateway's rule for 2.0)."""
-
-    status: int
-    body: str = ""
-    content_type: str = HTML_TYPE
-    headers: dict[str, str] = field(default_factory=dict)
-    cookies: list[Cookie] = field(default_factory=list)
-
-    def to_event(self, settings: Settings) -> dict[str, Any]:
-        """The dict Lambda returns to API Gateway."""
-        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-        if self.body:
-            headers["Content-Type"] = self.content_type
-        if self.content_type == HTML_TYPE:
-            headers.update(HTML_SECURITY_HEADERS)
-        if settings.session_cookie_secure:
-            headers["Strict-Transport-Security"] = "max-age=31536000"
-        headers.update(self.headers)
-        result: dict[str, Any] = {
-            "statusCode": self.status, "headers": headers, "body": self.body, "isBase64Encoded": False}
-        if self.cookies:
-            result["cookies"] = [c.render() for c in self.cookies]
-        return result
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None
+    if media_type == FORM_TYPE:
+        try:
+            parse_qsl(text, keep_blank_values=True, errors="strict")
+        except UnicodeError:
+            raise BadRequest("The form data could not be read.") from None
+    # Powertools reads `content-type` case-sensitively and parses any JSON-like type as JSON: pass
+    # the media type we checked.
+    headers["content-type"] = media_type
+    return {**event, "body": text, "isBase64Encoded": False, "headers": headers}
 
 
-def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
-    """A JSON response."""
-    return Response(status, json.dumps(payload, separators=(",", ":")), JSON_TYPE, **kwargs)
+def default_headers(settings: Settings, content_type: str | None) -> dict[str, str]:
+    """Headers every answer carries: never cached, no sniffing, HSTS over https, and the page rules
+    (no framing, no scripts) on HTML."""
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if content_type == HTML_TYPE:
+        headers.update(HTML_SECURITY_HEADERS)
+    if settings.session_cookie_secure:
+        headers["Strict-Transport-Security"] = "max-age=31536000"
+    return headers
+
+
+def respond(status: int, body: str = "", content_type: str | None = HTML_TYPE, *,
+            headers: dict[str, str] | None = None, cookies: list[Cookie] | None = None) -> Response:
+    """A Powertools response (Set-Cookie travels in `cookies`: API Gateway's rule for payload 2.0)."""
+    from aws_lambda_powertools.event_handler import Response
+
+    return Response(status, content_type if body else None, body, headers=headers or {}, cookies=cookies or [])
+
+
+def json_response(status: int, payload: str, **kwargs: Any) -> Response:
+    """A JSON response; `payload` is a model's JSON (`models.Reply.body()`)."""
+    return respond(status, payload, JSON_TYPE, **kwargs)
 
 
 def redirect(location: str, cookies: list[Cookie] | None = None) -> Response:
     """303 See Other to a location already known to be local."""
-    return Response(303, headers={"Location": location}, cookies=cookies or [])
+    return respond(303, headers={"Location": location}, cookies=cookies)
 
 
 def error_response(request: Request, err: DashgateError) -> Response:
     """Any error as a response, the one place they are mapped: JSON for JSON requests, else a page.
     (Form routes show their form again instead, for the errors a user can correct.)"""
     if request.wants_json:
-        return json_response(err.status, error_payload(err), headers=error_headers(err))
+        return json_response(err.status, json.dumps(error_payload(err), separators=(",", ":")),
+                             headers=error_headers(err))
     title = "Service unavailable" if err.status >= 500 else "Something is not right"
-    return Response(err.status, pages.message_page(title, err.message), headers=error_headers(err))
+    return respond(err.status, pages.message_page(title, err.message), headers=error_headers(err))
 
 
 def error_payload(err: DashgateError) -> dict[str, Any]:
@@ -214,28 +218,6 @@ def prefers_json(accept: str) -> bool:
     return json_q > 0 and json_q > html_q
 
 
-def text_field(data: dict[str, Any], name: str, *, strip: bool = True) -> str:
-    """A string field ('' when absent); any other JSON type is a validation error."""
-    value = data.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValidationFailed({name: "Must be a string."})
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
-        raise ValidationFailed({name: "Must be valid Unicode text."}) from None
-    return value.strip() if strip else value
-
-
-def flag_field(data: dict[str, Any], name: str) -> bool:
-    """A checkbox or JSON boolean."""
-    value = data.get(name)
-    if isinstance(value, bool):
-        return value
-    return isinstance(value, str) and value.strip().lower() in ("1", "y", "yes", "on", "true")
-
-
 def safe_next(value: object, default: str) -> str:
     """Follow `next` only to a local path (SPEC: CSRF and redirects); anything else is `default`."""
     if not isinstance(value, str) or not value or len(value) > MAX_NEXT_LENGTH:
@@ -255,16 +237,30 @@ def safe_next(value: object, default: str) -> str:
 # -- CSRF ---------------------------------------------------------------------------------------
 def same_origin(request: Request, settings: Settings) -> bool:
     """True when Origin is absent, this host, or listed in ALLOWED_ORIGINS."""
-    origin = request.headers.get("origin")
-    if origin is None:
+    return is_ours(request.headers.get("origin"), request, settings)
+
+
+def is_ours(url: str | None, request: Request, settings: Settings) -> bool:
+    """True when `url` (an Origin or a Referer) is absent, on this host, or listed in ALLOWED_ORIGINS."""
+    if url is None:
         return True
-    origin = origin.strip().rstrip("/")
+    parts = urlsplit(url.strip())
+    origin = f"{parts.scheme}://{parts.netloc}"
     if origin in settings.allowed_origins:
         return True
-    parts = urlsplit(origin)
     host = request.headers.get("host", "")
     scheme = request.headers.get("x-forwarded-proto") or ("https" if settings.session_cookie_secure else "http")
     return bool(host) and parts.netloc.lower() == host.lower() and parts.scheme == scheme
+
+
+def is_same_origin_fetch(request: Request, settings: Settings) -> bool:
+    """A request this site's own pages made: Fetch Metadata says same-origin, or (a client without it)
+    neither Origin nor Referer names another site. A GET that changes state needs this."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site.lower() == "same-origin"
+    return is_ours(request.headers.get("origin"), request, settings) and \
+        is_ours(request.headers.get("referer"), request, settings)
 
 
 def is_cross_site(request: Request) -> bool:
@@ -272,16 +268,20 @@ def is_cross_site(request: Request) -> bool:
     return request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
 
 
-def is_user_navigation(request: Request) -> bool:
+def is_user_navigation(request: Request, settings: Settings) -> bool:
     """A top-level navigation the user started on this site (a link or the address bar), not an
-    <img>, a fetch or another site: the only GET allowed to change state (Fetch Metadata,
-    W3C; browsers without it send none of these headers and are trusted)."""
+    <img>, a fetch or another site's link: the only browser GET allowed to change state (Fetch
+    Metadata, W3C; a browser without it must not name another site in Origin or Referer)."""
     mode = request.headers.get("sec-fetch-mode", "navigate").lower()
     dest = request.headers.get("sec-fetch-dest", "document").lower()
-    return not is_cross_site(request) and mode == "navigate" and dest == "document"
+    if mode != "navigate" or dest != "document":
+        return False
+    if request.headers.get("sec-fetch-site", "").lower() == "none":  # typed or bookmarked
+        return True
+    return is_same_origin_fetch(request, settings)
 
 
-def require_csrf(request: Request, data: dict[str, Any], tokens: Tokens, settings: Settings) -> None:
+def require_csrf(request: Request, csrf_token: object, tokens: Tokens, settings: Settings) -> None:
     """Refuse a POST from another site (Origin, Fetch Metadata) or a form without a matching token."""
     if not same_origin(request, settings):
         raise CsrfRejected()
@@ -289,8 +289,8 @@ def require_csrf(request: Request, data: dict[str, Any], tokens: Tokens, setting
         raise CsrfRejected()
     if request.content_type == JSON_TYPE:
         return  # a cross-site page cannot send application/json without a CORS preflight we never grant
-    token = data.get("csrf_token")
-    if not isinstance(token, str) or not tokens.csrf_matches(request.cookies.get(tokens.csrf_cookie_name), token):
+    if not isinstance(csrf_token, str) or not tokens.csrf_matches(request.cookies.get(tokens.csrf_cookie_name),
+                                                                 csrf_token):
         raise CsrfRejected()
 
 
@@ -322,11 +322,4 @@ def form_response(request: Request, tokens: Tokens, status: int, render: Callabl
                   headers: dict[str, str] | None = None) -> Response:
     """An HTML form page with its CSRF token and flashed messages."""
     ctx = page_context(request, tokens)
-    return Response(status, render(ctx), headers=headers or {}, cookies=ctx.cookies)
-
-
-def _utf8(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("The body is not valid UTF-8.") from None
+    return respond(status, render(ctx), headers=headers, cookies=ctx.cookies)

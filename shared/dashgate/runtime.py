@@ -15,8 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dashgate import snapstart
-from dashgate.errors import ConfigurationError, DashgateError, NotFound, ServiceUnavailable
-from dashgate.http import Request, Response, error_response
+from dashgate.errors import ConfigurationError, DashgateError, ServiceUnavailable
 from dashgate.settings import Settings
 from dashgate.store import Store
 
@@ -24,12 +23,10 @@ from dashgate.store import Store
 # never imports argon2, itsdangerous or the service layer, logout never imports argon2 (`make bench`
 # measures the import time; a cold start pays for every module it loads).
 if TYPE_CHECKING:
+    from dashgate.edge import Edge
     from dashgate.passwords import Passwords
     from dashgate.sessions import KeyRing, Tokens
     from dashgate.users import Users
-
-Route = Callable[[Request], Response]
-
 
 def load_passwords(settings: Settings) -> Passwords:
     """The password hasher; argon2 is imported only by the functions that hash (register, login)."""
@@ -127,27 +124,20 @@ class Runtime:
         """Add one to a CloudWatch metric (Embedded Metric Format, flushed after the request)."""
         self.metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
 
-    def handler(self, route: Route) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-        """Wrap a route into `lambda_handler(event, context)`: correlation id, errors, one log line, metrics."""
+    def handler(self, edge: Edge) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """The function's `lambda_handler(event, context)`: `edge.resolve` (which answers every event)
+        with the correlation id, one log line per request and the metrics flushed."""
 
         def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             started = time.perf_counter()
-            request = Request.from_event(event if isinstance(event, dict) else {})
-            try:
-                if request.path.rstrip("/") != self.route:
-                    raise NotFound()
-                response = route(request)
-            except DashgateError as err:
-                self.log_error(err)
-                response = error_response(request, err)
-            except Exception:
-                self.logger.exception("Unhandled error")
-                response = error_response(request, DashgateError())
+            event = event if isinstance(event, dict) else {}
+            result = edge.resolve(event, context)
+            http_ctx = (event.get("requestContext") or {}).get("http") or {}
             self.logger.info("request", extra={
-                "method": request.method, "path": request.path, "status": response.status,
+                "method": http_ctx.get("method"), "path": event.get("rawPath"), "status": result.get("statusCode"),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             })
-            return response.to_event(self.settings)
+            return result
 
         correlated = self.logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
         wrapped = self.metrics.log_metrics(correlated(lambda_handler))

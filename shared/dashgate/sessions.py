@@ -112,8 +112,10 @@ class Cookie:
     secure: bool
     domain: str | None = None
 
-    def render(self) -> str:
-        """The Set-Cookie header value (RFC 6265): always Path=/, HttpOnly and SameSite=Lax."""
+    def __str__(self) -> str:
+        """The Set-Cookie header value (RFC 6265): always Path=/, HttpOnly and SameSite=Lax. (Powertools'
+        `Response(cookies=...)` takes it as is; its own Cookie class would make the dashboard host's
+        guard, which shares this module, install Powertools.)"""
         parts = [f"{self.name}={self.value}", "Path=/"]
         if self.domain:
             parts.append(f"Domain={self.domain}")

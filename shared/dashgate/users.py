@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from dashgate.errors import EmailTaken, InvalidCredentials, Throttled, ValidationFailed
+from dashgate.errors import EmailTaken, InvalidCredentials, Throttled
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
 from dashgate.store import Backoff, NewSession, Store, User
@@ -17,30 +16,19 @@ from dashgate.store import Backoff, NewSession, Store, User
 if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import argon2
     from dashgate.passwords import Passwords
 
-#: A pragmatic address check (WHATWG's "valid e-mail address" for <input type=email>), not RFC 5322.
-EMAIL_RE = re.compile(
-    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+"
-)
-EMAIL_MAX = 254  # RFC 5321 path limit
-PASSWORD_MIN, PASSWORD_MAX = 8, 256
-NAME_MAX = 100
-
-
 @dataclass(frozen=True)
 class SignUp:
-    """A registration form, already normalised."""
+    """A registration, already validated and normalised (`signup.RegisterRequest`)."""
 
     email: str
     password: str
-    password_confirm: str | None
     first_name: str
     last_name: str
 
 
 @dataclass(frozen=True)
 class SignIn:
-    """A login form, already normalised."""
+    """A login, already validated and normalised (`models.LoginRequest`)."""
 
     email: str
     password: str
@@ -58,49 +46,6 @@ class SignedIn:
     device_token: str
 
 
-def normalise_email(value: str) -> str:
-    """Trim and lower-case, before anything else (SPEC: POST /register/)."""
-    return value.strip().lower()
-
-
-def validate_sign_up(form: SignUp, *, confirm_required: bool) -> None:
-    """Raise ValidationFailed naming each bad field."""
-    fields: dict[str, str] = {}
-    if len(form.email) > EMAIL_MAX:
-        fields["email"] = f"Email must be at most {EMAIL_MAX} characters."
-    elif not EMAIL_RE.fullmatch(form.email):
-        fields["email"] = "Enter a valid email address."
-    if not PASSWORD_MIN <= len(form.password) <= PASSWORD_MAX:
-        fields["password"] = f"Password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long."
-    if (confirm_required or form.password_confirm is not None) and form.password_confirm != form.password:
-        fields["password_confirm"] = "Passwords must match."
-    for name, label in (("first_name", "First name"), ("last_name", "Last name")):
-        value = getattr(form, name)
-        if not value:
-            fields[name] = f"{label} is required."
-        elif len(value) > NAME_MAX:
-            fields[name] = f"{label} must be at most {NAME_MAX} characters."
-        elif not value.isprintable():
-            fields[name] = f"{label} must not contain control characters."
-    if fields:
-        raise ValidationFailed(fields)
-
-
-def validate_sign_in(form: SignIn) -> None:
-    """Raise ValidationFailed for a missing or impossible email or password (before any hashing)."""
-    fields: dict[str, str] = {}
-    if not form.email:
-        fields["email"] = "Email is required."
-    elif len(form.email) > EMAIL_MAX or not form.email.isprintable():
-        fields["email"] = "Enter a valid email address."
-    if not form.password:
-        fields["password"] = "Password is required."
-    elif len(form.password) > PASSWORD_MAX:
-        fields["password"] = f"Password must be at most {PASSWORD_MAX} characters."
-    if fields:
-        raise ValidationFailed(fields)
-
-
 class Users:
     """The rules of sign-up, sign-in and sign-out over one store."""
 
@@ -110,9 +55,8 @@ class Users:
         self.tokens = tokens
         self.passwords = passwords
 
-    def register(self, form: SignUp, *, ip: str, now: datetime, confirm_required: bool) -> User:
-        """Create a user; raises ValidationFailed, EmailTaken or Throttled."""
-        validate_sign_up(form, confirm_required=confirm_required)
+    def register(self, form: SignUp, *, ip: str, now: datetime) -> User:
+        """Create a user; raises EmailTaken or Throttled."""
         s = self.settings
         outcome = self.store.register(
             email=form.email, password_hash=self.passwords.hash(form.password), first_name=form.first_name,
@@ -129,8 +73,7 @@ class Users:
 
     def authenticate(self, form: SignIn, *, ip: str, presented_token: str | None, now: datetime,
                      device_token: str | None = None) -> SignedIn:
-        """Sign in; raises ValidationFailed, Throttled or InvalidCredentials (the same for unknown email)."""
-        validate_sign_in(form)
+        """Sign in; raises Throttled or InvalidCredentials (the same for unknown email)."""
         backoff = self._login_backoff(form.email, ip, self.tokens.device_id(device_token, form.email, now))
         found = self.store.claim_login_attempt(email=form.email, backoff=backoff, now=now)
         if found.refused_until is not None:

@@ -159,5 +159,5 @@ def test_registrations_from_one_address_are_throttled_with_retry_after(load, db)
 def test_unsupported_methods_are_refused(handlers: dict, db) -> None:
     response = handlers["register"].lambda_handler(make_event("PUT", "/register/"), LambdaContext())
 
-    assert response["statusCode"] == 405 and response["headers"]["Allow"] == "GET, POST"
+    assert response["statusCode"] == 405 and response["headers"]["Allow"] == "GET, HEAD, POST"
     assert user_rows(db) == []

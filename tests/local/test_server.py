@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
+from dashgate.settings import MAX_BODY_BYTES
 from localrun import postgres, server
 from localrun.gateway import build_event, read_routes, read_schedules, response_parts, select_route
 from tests.support import wait_for
@@ -191,3 +196,160 @@ def test_make_run_runs_the_scheduled_housekeeping_at_start(start_server, databas
     wait_for(lambda: any(line.startswith("schedule HousekeepingFunction:") for line in local.lines), timeout=30)
     assert db.execute("SELECT count(*) FROM public.dashgate_throttle").fetchone()[0] == 0
     assert [s.every_seconds for s in read_schedules()] == [3600]
+
+
+# -- the edge of the local server, in raw HTTP -------------------------------------------------------------
+def raw(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
+    """A request exactly as written (no client tidies its path or framing up)."""
+    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers, "", ""]).encode() + body
+
+
+def exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send the bytes, read one response: (status, headers, body, whether the server then closed)."""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=10) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()  # raises RemoteDisconnected when the server hangs up without an answer
+        body = response.read()
+        sock.settimeout(1)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+        return response.status, dict(response.getheaders()), body, closed
+
+
+def test_the_built_in_dashboard_greets_only_at_dash_and_below(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url)
+    user = {"email": "ann@example.com", "password": "correct horse battery", "first_name": "Ann", "last_name": "B"}
+    fetch(f"{local.url}/register/", "POST", json.dumps(user).encode(), {"Content-Type": "application/json"})
+    login = fetch(f"{local.url}/login/", "POST", json.dumps(user).encode(), {"Content-Type": "application/json"})
+    cookie = next(v for k, v in login[1] if k == "Set-Cookie").split(";")[0]
+
+    def get(path: str, *headers: str) -> tuple[int, dict[str, str], bytes, bool]:
+        return exchange(local.url, raw("GET", path, "Connection: close", *headers))
+
+    # Near misses of /dash are nobody's dashboard, signed in or not: a 404 page, not a dropped connection.
+    for path in ["/dash;/", "/dash%00/", "/dashx", "/dash%3B/", "/x/../dash/"]:
+        for headers in [(), (f"Cookie: {cookie}",)]:
+            status, reply_headers, _, _ = get(path, *headers)
+            assert (status, reply_headers["Content-Type"]) == (404, "text/html; charset=utf-8"), (path, headers)
+    # PATH_INFO is percent-decoded (PEP 3333): encoded slashes and letters still meet the guard.
+    for path in ["/dash", "/dash/", "/dash%2F..", "/%64ash/", "//dash/"]:
+        status, reply_headers, _, _ = get(path)
+        assert status == 303 and reply_headers["Location"].startswith("/login/?next="), path
+    greeting = get("/dash/x", f"Cookie: {cookie}")
+    assert greeting[0] == 200 and b"Hello, Ann!" in greeting[2]
+    assert "Traceback" not in "".join(local.lines)
+
+
+def test_an_exception_behind_the_server_is_answered_500_and_the_connection_kept() -> None:
+    class Failing:
+        def handle(self, *args: object) -> None:
+            raise AttributeError("'NoneType' object has no attribute 'first_name'")
+
+    host = server.LocalHTTPServer(("127.0.0.1", 0), server.make_handler(Failing()))
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    connection = http.client.HTTPConnection("127.0.0.1", host.server_port, timeout=10)
+
+    answers = []
+    for _ in range(2):  # the same keep-alive connection, twice
+        connection.request("GET", "/dash;/")
+        response = connection.getresponse()
+        answers.append((response.status, response.getheader("Content-Type"), response.read()))
+
+    assert answers == [(500, "text/plain; charset=utf-8", b"Internal Server Error")] * 2
+    connection.close()
+    host.shutdown()
+    host.server_close()
+
+
+def test_a_dashboard_host_that_does_not_speak_http_is_a_502(start_server, database_url: str) -> None:
+    # GIVEN a dashboard host that answers garbage
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_garbage() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"garbage\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    local = start_server(DATABASE_URL=database_url, DASHBOARD_URL=f"http://127.0.0.1:{listener.getsockname()[1]}")
+
+    status, _, body, _ = exchange(local.url, raw("GET", "/dash/", "Connection: close"))
+
+    assert status == 502 and body.startswith(b"Bad gateway")
+    listener.close()
+
+
+def test_a_body_that_never_arrives_is_answered_408(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url, LOCAL_BODY_TIMEOUT_SECONDS="1")
+    started = time.monotonic()
+
+    status, headers, body, closed = exchange(local.url, raw("POST", "/login/", "Content-Length: 100",
+                                                            "Content-Type: application/json", body=b'{"email":'))
+
+    assert time.monotonic() - started < 5
+    assert (status, headers["Connection"], closed) == (408, "close", True)
+    assert json.loads(body)["error"] == "request_timeout"
+    assert fetch(f"{local.url}/openapi.json")[0] == 200  # no thread was lost to it
+
+
+def test_an_idle_keep_alive_connection_is_closed_quietly(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url, LOCAL_BODY_TIMEOUT_SECONDS="1")
+    connection = http.client.HTTPConnection("127.0.0.1", local.port, timeout=10)
+    connection.request("GET", "/openapi.json")
+    first = connection.getresponse()
+    first.read()
+
+    time.sleep(2)  # idle past the timeout
+
+    assert first.status == 200 and connection.sock.recv(1) == b""  # the server hung up
+    assert fetch(f"{local.url}/openapi.json")[0] == 200
+    connection.close()
+    assert "Traceback" not in "".join(local.lines)
+
+
+def test_bodies_over_the_limit_or_without_a_valid_length_are_refused_unread(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url)
+    too_long = f"Content-Length: {MAX_BODY_BYTES + 1}"
+
+    # The body is never sent: each answer comes without the server waiting for it.
+    as_json = exchange(local.url, raw("POST", "/register/", too_long, "Content-Type: application/json"))
+    as_text = exchange(local.url, raw("POST", "/dash/", too_long, "Content-Type: application/x-www-form-urlencoded"))
+    invalid = [exchange(local.url, raw("POST", "/login/", header))[0]
+               for header in ["Content-Length: abc", "Content-Length: -1", "Content-Length: +5",
+                              "Content-Length: 5\r\nContent-Length: 6"]]
+    chunked = exchange(local.url, raw("POST", "/login/", "Transfer-Encoding: chunked"))
+    with socket.create_connection(("127.0.0.1", local.port), timeout=10) as sock:
+        sock.sendall(raw("POST", "/login/", "Content-Length: 100", body=b"{}"))
+        sock.shutdown(socket.SHUT_WR)  # and not a byte more
+        cut_short = sock.recv(65536)
+    at_the_limit = exchange(local.url, raw("POST", "/", f"Content-Length: {MAX_BODY_BYTES}", "Connection: close",
+                                           body=b"a" * MAX_BODY_BYTES))
+
+    assert as_json[0] == 413 and as_json[1]["Connection"] == "close" and as_json[3]
+    message = "The request body is larger than 16 KiB."
+    assert json.loads(as_json[2]) == {"error": "payload_too_large", "message": message}
+    assert (as_text[0], as_text[1]["Content-Type"], as_text[2]) == (413, "text/plain; charset=utf-8", message.encode())
+    assert invalid == [400] * 4
+    assert chunked[0] == 411 and chunked[3]
+    assert cut_short.startswith(b"HTTP/1.1 400 ")
+    assert at_the_limit[0] == 200
+
+
+def test_swagger_ui_is_served_offline_at_docs(start_server, database_url: str) -> None:
+    local = start_server(DATABASE_URL=database_url)
+
+    page = fetch(f"{local.url}/docs/")
+    script = fetch(f"{local.url}/docs/swagger-ui-bundle.min.js")
+    style = fetch(f"{local.url}/docs/swagger-ui.min.css")
+
+    assert page[0] == 200 and dict(page[1])["Content-Type"] == "text/html; charset=utf-8"
+    assert '"/openapi.json"' in page[2] and "/docs/swagger-ui-bundle.min.js" in page[2]
+    assert "/docs/swagger-ui.min.css" in page[2]
+    assert script[0] == 200 and dict(script[1])["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "SwaggerUIBundle" in script[2]
+    assert style[0] == 200 and dict(style[1])["Content-Type"] == "text/css; charset=utf-8"
+    assert fetch(f"{local.url}/docs")[0] == 200 and fetch(f"{local.url}/openapi.json")[0] == 200

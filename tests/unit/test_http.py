@@ -1,14 +1,18 @@
-"""Pure tests of dashgate.http: `next` redirects, Accept negotiation, cookies and body reading."""
+"""Pure tests of the edge: `next` redirects, Accept negotiation, cookies, the transport checks and the
+request models (strict JSON, forms field by field)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import parse_qs
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from dashgate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from dashgate.http import MAX_NEXT_LENGTH, Request, parse_cookies, prefers_json, safe_next, text_field
+from dashgate.http import MAX_NEXT_LENGTH, Request, admit, parse_cookies, prefers_json, safe_next
+from dashgate.models import JsonObject, LoginRequest, json_object
 from dashgate.settings import MAX_BODY_BYTES
 from tests.support import OPEN_REDIRECT_VECTORS, make_event
 
@@ -119,7 +123,7 @@ def test_parse_cookies_reads_non_string_entries_as_text() -> None:
     assert parse_cookies([123, None]) == {}  # type: ignore[list-item]
 
 
-# -- Request.from_event / data() -------------------------------------------------------------
+# -- Request.from_event, admit() and the body parser -------------------------------------------------
 def request(**kwargs) -> Request:
     return Request.from_event(make_event("POST", "/login/", **kwargs))
 
@@ -149,105 +153,128 @@ def test_from_event_reads_a_malformed_event_as_empty(event: dict) -> None:
     assert req.cookies == {} and req.query == {} and req.raw_body == ""
 
 
-def test_data_reads_a_base64_form() -> None:
-    req = request(form={"email": "a@example.com", "password": "p&ss=wörd", "empty": ""})
-    assert req.data() == {"email": "a@example.com", "password": "p&ss=wörd", "empty": ""}
+def admitted(**kwargs) -> dict:
+    """The event the resolver gets after the transport checks."""
+    return admit(make_event("POST", "/login/", **kwargs))
 
 
-def test_data_reads_a_plain_text_form() -> None:
-    req = request(form={"email": "a@example.com"}, base64_body=False)
-    assert req.data() == {"email": "a@example.com"}
+def parsed(**kwargs) -> dict:
+    """The body as Powertools hands it to a model: a JSON object by our parser, a form as lists."""
+    event = admitted(**kwargs)
+    if event["headers"].get("content-type") == "application/json":
+        return json_object(event["body"])
+    return parse_qs(event["body"] or "", keep_blank_values=True)
 
 
-def test_data_reads_a_json_object() -> None:
-    req = request(json_body={"email": "a@example.com", "remember_me": True})
-    assert req.data() == {"email": "a@example.com", "remember_me": True}
+def test_admit_passes_a_base64_form_on_as_text() -> None:
+    event = admitted(form={"email": "a@example.com", "password": "p&ss=wörd", "empty": ""})
+    assert event["isBase64Encoded"] is False
+    assert parse_qs(event["body"], keep_blank_values=True) == {
+        "email": ["a@example.com"], "password": ["p&ss=wörd"], "empty": [""]}
 
 
-def test_data_accepts_json_with_a_charset() -> None:
-    req = request(json_body={"a": "b"}, content_type="application/json; charset=utf-8")
-    assert req.data() == {"a": "b"}
+def test_admit_reads_a_plain_text_form() -> None:
+    assert parsed(form={"email": "a@example.com"}, base64_body=False) == {"email": ["a@example.com"]}
+
+
+def test_a_json_object_is_read_as_one() -> None:
+    data = parsed(json_body={"email": "a@example.com", "remember_me": True})
+    assert data == {"email": "a@example.com", "remember_me": True} and isinstance(data, JsonObject)
+
+
+def test_admit_accepts_json_with_a_charset_and_passes_the_bare_media_type() -> None:
+    event = admitted(json_body={"a": "b"}, content_type="application/json; charset=utf-8")
+    assert event["headers"]["content-type"] == "application/json"
+    assert json_object(event["body"]) == {"a": "b"}
 
 
 @pytest.mark.parametrize("body", ["!!!not base64!!!", "YWJj\n", "YWJ", "YW=j", "Zm9v YmFy", "é"])
-def test_data_refuses_invalid_base64(body: str) -> None:
-    req = Request.from_event(raw_event(body, is_base64=True, content_type="application/x-www-form-urlencoded"))
+def test_admit_refuses_invalid_base64(body: str) -> None:
     with pytest.raises(BadRequest):
-        req.data()
+        admit(raw_event(body, is_base64=True, content_type="application/x-www-form-urlencoded"))
 
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "application/json"])
 @pytest.mark.parametrize("raw", [b"\xff\xfe", b"email=\xc3", b'{"email": "\xed\xa0\x80"}', b"\xc0\xaf"])
-def test_data_refuses_invalid_utf8(raw: bytes, content_type: str) -> None:
-    req = Request.from_event(raw_event(base64.b64encode(raw).decode(), is_base64=True, content_type=content_type))
+def test_admit_refuses_invalid_utf8(raw: bytes, content_type: str) -> None:
     with pytest.raises(BadRequest):
-        req.data()
+        admit(raw_event(base64.b64encode(raw).decode(), is_base64=True, content_type=content_type))
 
 
-def test_data_refuses_a_lone_surrogate_in_a_text_body() -> None:
-    req = request(body='{"email": "\ud800"}', content_type="application/json", base64_body=False)
+def test_admit_refuses_a_lone_surrogate_in_a_text_body() -> None:
     with pytest.raises(BadRequest):
-        req.data()
+        admitted(body='{"email": "\ud800"}', content_type="application/json", base64_body=False)
 
 
-def test_data_refuses_percent_encoded_invalid_utf8_in_a_form() -> None:
-    req = request(body="email=%ff%fe", content_type="application/x-www-form-urlencoded")
+def test_admit_refuses_percent_encoded_invalid_utf8_in_a_form() -> None:
     with pytest.raises(BadRequest):
-        req.data()
+        admitted(body="email=%ff%fe", content_type="application/x-www-form-urlencoded")
 
 
 @pytest.mark.parametrize("base64_body", [True, False])
-def test_data_accepts_a_body_of_exactly_16_kib(base64_body: bool) -> None:
+def test_admit_accepts_a_body_of_exactly_16_kib(base64_body: bool) -> None:
     body = "a=" + "x" * (MAX_BODY_BYTES - 2)
-    req = request(body=body, content_type="application/x-www-form-urlencoded", base64_body=base64_body)
-    assert req.data() == {"a": "x" * (MAX_BODY_BYTES - 2)}
+    assert parsed(body=body, content_type="application/x-www-form-urlencoded", base64_body=base64_body) == {
+        "a": ["x" * (MAX_BODY_BYTES - 2)]}
 
 
 @pytest.mark.parametrize("base64_body", [True, False])
 @pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, MAX_BODY_BYTES * 4, 1024 * 1024])
-def test_data_refuses_a_body_over_16_kib(base64_body: bool, size: int) -> None:
+def test_admit_refuses_a_body_over_16_kib(base64_body: bool, size: int) -> None:
     body = "a=" + "x" * (size - 2)
-    req = request(body=body, content_type="application/x-www-form-urlencoded", base64_body=base64_body)
     with pytest.raises(PayloadTooLarge):
-        req.data()
+        admitted(body=body, content_type="application/x-www-form-urlencoded", base64_body=base64_body)
 
 
 @pytest.mark.parametrize("base64_body", [True, False])
-def test_data_refuses_a_json_body_over_16_kib(base64_body: bool) -> None:
+def test_admit_refuses_a_json_body_over_16_kib(base64_body: bool) -> None:
     body = json.dumps({"email": "a@example.com", "padding": "x" * MAX_BODY_BYTES})
-    req = request(body=body, content_type="application/json", base64_body=base64_body)
     with pytest.raises(PayloadTooLarge):
-        req.data()
+        admitted(body=body, content_type="application/json", base64_body=base64_body)
 
 
-def test_data_refuses_multibyte_text_over_16_kib_once_encoded() -> None:
+def test_admit_refuses_multibyte_text_over_16_kib_once_encoded() -> None:
     body = "a=" + "é" * (MAX_BODY_BYTES // 2)  # fewer than 16 Ki characters, more than 16 KiB
-    req = request(body=body, content_type="application/x-www-form-urlencoded", base64_body=False)
     with pytest.raises(PayloadTooLarge):
-        req.data()
+        admitted(body=body, content_type="application/x-www-form-urlencoded", base64_body=False)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain; charset=utf-8", "multipart/form-data; boundary=x",
                                           "application/xml", "application/jsonx", "text/json", None])
-def test_data_refuses_other_media_types(content_type: str | None) -> None:
-    req = request(body='{"email": "a@example.com"}', content_type=content_type, base64_body=False)
+def test_admit_refuses_other_media_types(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaType):
-        req.data()
+        admitted(body='{"email": "a@example.com"}', content_type=content_type, base64_body=False)
 
 
 @pytest.mark.parametrize("body", [
     "{", "{'email': 'a'}", '{"email": }', "   ", "nul", '{"a": 1,}', '{"a": 1} trailing',
     "[]", "[1, 2]", '"a string"', "42", "null", "true", "NaN",
 ])
-def test_data_refuses_json_that_is_not_an_object(body: str) -> None:
-    req = request(body=body, content_type="application/json", base64_body=False)
+def test_json_that_is_not_an_object_is_refused(body: str) -> None:
     with pytest.raises(BadRequest):
-        req.data()
+        parsed(body=body, content_type="application/json", base64_body=False)
+
+
+def test_a_duplicate_json_key_is_a_validation_error_naming_it() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parsed(body='{"email": "a@example.com", "password": "x", "email": "b@example.com"}',
+               content_type="application/json", base64_body=False)
+    assert caught.value.fields == {"email": "Send each field once."}
+
+
+def test_a_repeated_form_field_is_a_validation_error_naming_it() -> None:
+    data = parsed(body="email=a%40example.com&password=x&email=b%40example.com",
+                  content_type="application/x-www-form-urlencoded")
+    with pytest.raises(PydanticValidationError) as caught:
+        LoginRequest.model_validate(data)
+    assert LoginRequest.fields_of(caught.value.errors()) == {"email": "Send this field once."}
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded", None])
-def test_an_empty_body_reads_as_no_fields(content_type) -> None:
-    assert request(body="", content_type=content_type, base64_body=False).data() == {}
+def test_an_empty_body_passes_and_reads_as_no_fields(content_type) -> None:
+    event = admitted(body="", content_type=content_type, base64_body=False)
+    assert not event["body"]
+    assert event["headers"].get("content-type") in ("application/json", "application/x-www-form-urlencoded", None)
 
 
 @pytest.mark.parametrize("body", [
@@ -258,51 +285,64 @@ def test_an_empty_body_reads_as_no_fields(content_type) -> None:
     '{"email": ' + "[" * 12000 + "]" * 4000 + "}",
 ])
 @pytest.mark.parametrize("base64_body", [True, False])
-def test_data_refuses_deeply_nested_json_without_recursion_error(body: str, base64_body: bool) -> None:
+def test_deeply_nested_json_is_refused_without_recursion_error(body: str, base64_body: bool) -> None:
     assert len(body.encode()) <= MAX_BODY_BYTES
-    req = request(body=body, content_type="application/json", base64_body=base64_body)
     with pytest.raises(BadRequest):
-        req.data()
+        parsed(body=body, content_type="application/json", base64_body=base64_body)
 
 
 @pytest.mark.parametrize("depth", [1000, 2000, 8000])
-def test_data_reads_well_formed_deep_json_as_an_object_or_refuses_it(depth: int) -> None:
-    body = '{"email": ' + "[" * depth + "]" * depth + "}"
+def test_well_formed_deep_json_is_read_as_an_object_or_refused(depth: int) -> None:
+    body = '{"email": ' + "[" * depth + "]" * depth + ', "password": "x"}'
     assert len(body.encode()) <= MAX_BODY_BYTES
-    req = request(body=body, content_type="application/json", base64_body=False)
     try:
-        data = req.data()  # the parser may manage this depth; then the field is simply not a string
+        data = parsed(body=body, content_type="application/json", base64_body=False)
     except BadRequest:
-        return
-    with pytest.raises(ValidationFailed):
-        text_field(data, "email")
+        return  # the parser may manage this depth; then the field is simply not a string
+    with pytest.raises(PydanticValidationError):
+        LoginRequest.model_validate(data)
 
 
-# -- text_field -----------------------------------------------------------------------------
+# -- the models: strict JSON, forms field by field ------------------------------------------------
+def login_fields(data: dict) -> dict[str, str]:
+    try:
+        LoginRequest.model_validate(data)
+    except PydanticValidationError as err:
+        return LoginRequest.fields_of(err.errors())
+    return {}
+
+
 @pytest.mark.parametrize("value", [123, 1.5, True, False, [], ["a@example.com"], {}, {"a": "b"}])
-def test_text_field_refuses_non_strings(value: object) -> None:
-    with pytest.raises(ValidationFailed) as caught:
-        text_field({"email": value}, "email")
-    assert set(caught.value.fields) == {"email"}
+def test_a_json_email_that_is_not_a_string_is_refused(value: object) -> None:
+    assert set(login_fields(JsonObject(email=value, password="x"))) == {"email"}
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", "y", None, [], {}])
+def test_a_json_checkbox_must_be_a_boolean_never_coerced(value: object) -> None:
+    assert login_fields(JsonObject(email="a@example.com", password="x", remember_me=value)) == {
+        "remember_me": "Must be true or false."}
+
+
+@pytest.mark.parametrize(("sent", "expected"), [("y", True), ("1", True), ("on", True), ("true", True),
+                                                ("", False), ("no", False)])
+def test_a_form_checkbox_reads_as_a_boolean(sent: str, expected: bool) -> None:
+    model = LoginRequest.model_validate({"email": ["a@example.com"], "password": ["x"], "remember_me": [sent]})
+    assert model.remember_me is expected
 
 
 @pytest.mark.parametrize("value", ["\ud800", "abc\udfff", "\udc00\ud800"])
-def test_text_field_refuses_lone_surrogates(value: str) -> None:
-    with pytest.raises(ValidationFailed) as caught:
-        text_field({"first_name": value}, "first_name")
-    assert set(caught.value.fields) == {"first_name"}
+def test_lone_surrogates_are_refused(value: str) -> None:
+    assert set(login_fields(JsonObject(email=value, password="x"))) == {"email"}
 
 
-def test_text_field_refuses_a_lone_surrogate_from_a_json_escape() -> None:
-    data = request(body='{"email": "\\ud800@example.com"}', content_type="application/json", base64_body=False).data()
-    with pytest.raises(ValidationFailed):
-        text_field(data, "email")
+def test_a_lone_surrogate_from_a_json_escape_is_refused() -> None:
+    data = parsed(body='{"email": "\\ud800@example.com", "password": "x"}', content_type="application/json",
+                  base64_body=False)
+    assert set(login_fields(data)) == {"email"}
 
 
-def test_text_field_reads_strings() -> None:
-    data = {"a": "  x  ", "b": "\U0001f600", "n": None}
-    assert text_field(data, "a") == "x"
-    assert text_field(data, "a", strip=False) == "  x  "
-    assert text_field(data, "b") == "\U0001f600"  # a proper surrogate pair decoded from JSON is fine
-    assert text_field(data, "n") == ""
-    assert text_field(data, "missing") == ""
+def test_strings_are_read_trimmed_except_the_password() -> None:
+    model = LoginRequest.model_validate(JsonObject(email="  A@Example.COM  ", password="  x  "))
+    assert model.email == "a@example.com" and model.password == "  x  "
+    assert LoginRequest.model_validate(JsonObject(email="\U0001f600@example.com", password="x")).email[0] == \
+        "\U0001f600"  # a proper surrogate pair decoded from JSON is fine

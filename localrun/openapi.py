@@ -1,0 +1,95 @@
+"""The published OpenAPI document, generated from the functions' own resolvers (Powertools' OpenAPIMerge
+over each routed function's `app`). `python -m localrun.openapi` writes openapi.json; a test fails when
+the committed file differs from what the code generates; `make run` serves it, with Swagger UI at /docs/."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+
+from localrun.gateway import ROOT, read_routes
+
+OPENAPI = ROOT / "openapi.json"
+DESCRIPTION = (
+    "Sign-up, sign-in and sign-out in front of a data dashboard. Every path also answers without its trailing "
+    "slash, HEAD wherever GET is served, and 405 with Allow for any other method. A request is a JSON request "
+    "when it POSTs application/json or its Accept prefers application/json; otherwise HTML pages and 303 "
+    "redirects. POST bodies are the same model as JSON or as a form (application/x-www-form-urlencoded, where "
+    "a checkbox reads as a boolean and browsers add csrf_token). JSON is strict: a wrong type, a duplicate key "
+    "or a repeated form field is a 422. Every other path is proxied to the dashboard host."
+)
+FORM = "application/x-www-form-urlencoded"
+POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"
+#: What a function needs to import without a database or AWS: nothing is connected or read at import.
+IMPORT_ENV = {"DATABASE_URL": "postgresql://openapi@127.0.0.1:1/openapi", "SESSION_SECRETS": "openapi" * 5,
+              "IDENTITY_SECRETS": "identity" * 5, "POWERTOOLS_METRICS_DISABLED": "true",
+              "POWERTOOLS_LOG_LEVEL": "ERROR"}
+
+
+@contextmanager
+def import_environment():
+    """Settings for importing the functions, then the environment as it was."""
+    saved = dict(os.environ)
+    os.environ.update(IMPORT_ENV)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def generate() -> dict[str, Any]:
+    """The document: every routed function's resolver, merged; POST bodies also documented as forms."""
+    merge = OpenAPIMerge(title="dashgate", version="0.2.0", openapi_version="3.1.0", description=DESCRIPTION,
+                         on_conflict="error")
+    for code_dir in sorted({route.code_dir for route in read_routes()}):
+        merge.add_file(code_dir / "app.py", resolver_name="app")
+    with import_environment(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a function that fails to import must fail the generation
+        document = merge.get_openapi_schema()
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in body:
+                body[FORM] = body["application/json"]
+            # Powertools documents its own 422 shape on every route; ours (ValidationErrorOut) is
+            # documented where a 422 can happen, and a route without a body or query to check has none.
+            responses = operation.get("responses", {})
+            for status, response in list(responses.items()):
+                if POWERTOOLS_422 in json.dumps(response):
+                    del responses[status]
+    document = json.loads(json.dumps(document, default=str))
+    schemas = document.get("components", {}).get("schemas", {})
+    while unused := [n for n in schemas if f"#/components/schemas/{n}\"" not in json.dumps(document)]:
+        for name in unused:
+            del schemas[name]
+    return document
+
+
+def render(document: dict[str, Any]) -> str:
+    """The file's text: stable key order as generated, two-space indents, a final newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    """Write openapi.json (or, with --check, exit 1 when it is out of date)."""
+    text = render(generate())
+    if "--check" in sys.argv[1:]:
+        if OPENAPI.read_text() != text:
+            print("openapi.json is out of date: run `make openapi`", file=sys.stderr)
+            return 1
+        return 0
+    OPENAPI.write_text(text)
+    print(f"wrote {OPENAPI.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The edge: each function's Powertools `APIGatewayHttpResolver` (validation on), and what dashgate adds
+to it: the transport checks before a body is read, one exception handler that maps every error, 405
+with Allow for the other methods of our paths, HEAD wherever GET is served, and the headers every
+answer carries."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from dashgate import http
+from dashgate.errors import (
+    CsrfRejected,
+    DashgateError,
+    MethodNotAllowed,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from dashgate.http import Request
+from dashgate.models import Submission, json_object
+
+if TYPE_CHECKING:
+    from dashgate.runtime import Runtime
+
+#: Shows a form again, with the submitted values and the error of a refused POST (browser requests).
+FormPage = Callable[[Request, DashgateError, dict[str, str]], Response]
+Handler = Callable[..., Response]
+
+
+class Resolver(APIGatewayHttpResolver):
+    """Powertools keeps the event being served on a class (`BaseRouter.current_event`): one per
+    process, which is all Lambda ever runs. `make run` and the tests serve several environments in
+    threads of one process, so here each thread reads the event it is serving."""
+
+    _serving = threading.local()
+
+    @property
+    def current_event(self) -> APIGatewayProxyEventV2:  # type: ignore[override]
+        return self._serving.event
+
+    def _to_proxy_event(self, event: dict) -> APIGatewayProxyEventV2:
+        self._serving.event = super()._to_proxy_event(event)
+        return self._serving.event
+
+
+class Edge:
+    """One function's routes. `route("/login/", "GET", "POST")` serves `/login/` and `/login` (API
+    Gateway sends both), and HEAD with GET; any other method on those paths is a 405 with Allow."""
+
+    def __init__(self, runtime: Runtime, *, form: FormPage | None = None) -> None:
+        self.runtime = runtime
+        self.form = form
+        self.app = Resolver(enable_validation=True, json_body_deserializer=json_object)
+        self.app.exception_handler(Exception)(self.on_error)
+        #: path -> the methods it answers, for Allow.
+        self.allowed: dict[str, list[str]] = {}
+
+    def route(self, path: str, *methods: str, **openapi: Any) -> Callable[[Handler], Handler]:
+        """Register a handler for `methods` on `path` (documented) and its bare form (not documented)."""
+
+        def register(func: Handler) -> Handler:
+            for method in methods:
+                self.app.route(path, method, **openapi)(func)
+                self.app.route(path.rstrip("/"), method, include_in_schema=False)(func)
+                if method == "GET":
+                    self.app.route(path, "HEAD", include_in_schema=False)(func)
+                    self.app.route(path.rstrip("/"), "HEAD", include_in_schema=False)(func)
+            allowed = self.allowed.setdefault(path.rstrip("/"), [])
+            allowed += [m for m in methods if m not in allowed]
+            if "GET" in methods and "HEAD" not in allowed:
+                allowed.append("HEAD")
+            return func
+
+        return register
+
+    def request(self) -> Request:
+        """The request being served, read once."""
+        request = self.app.context.get("dashgate_request")
+        if request is None:
+            request = Request.from_event(self.app.current_event.raw_event)
+            self.app.append_context(dashgate_request=request)
+        return request
+
+    # -- serving -----------------------------------------------------------------------------------
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """The Lambda answer to one event: transport checks, then the resolver; never an exception."""
+        try:
+            event = http.admit(event)
+        except DashgateError as err:
+            self.runtime.log_error(err)
+            request = Request.from_event(event)
+            response = self.form(request, err, {}) if self._shows_form(request, err) \
+                else http.error_response(request, err)
+            return self.finish(request.method, ResponseBuilder(response).build(APIGatewayProxyEventV2(event)))
+        method = str(((event.get("requestContext") or {}).get("http") or {}).get("method") or "GET").upper()
+        return self.finish(method, self.app.resolve(event, context))
+
+    def finish(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Add the headers every answer carries; HEAD gets the GET answer without its body."""
+        headers = result.setdefault("headers", {})
+        for name, value in http.default_headers(self.runtime.settings, headers.get("Content-Type")).items():
+            headers.setdefault(name, value)
+        if not result.get("cookies"):
+            result.pop("cookies", None)
+        if method == "HEAD":
+            result["body"] = ""
+        return result
+
+    def on_error(self, exc: Exception) -> Response:
+        """The one exception handler: every error of a request (ours, validation, unknown path or
+        method, a bug) becomes the SPEC's answer; a bug is logged and answered 500 with no detail."""
+        request = self.request()
+        err = self.dashgate_error(exc, request)
+        if type(err) is DashgateError:
+            self.runtime.logger.exception("Unhandled error")
+        else:
+            self.runtime.log_error(err)
+        if self._shows_form(request, err):
+            return self.form(request, err, self.submitted(request))
+        return http.error_response(request, err)
+
+    def dashgate_error(self, exc: Exception, request: Request) -> DashgateError:
+        """What an exception means to the client."""
+        if isinstance(exc, DashgateError):
+            return exc
+        if isinstance(exc, NotFoundError):
+            allowed = self.allowed.get(request.path.rstrip("/"))
+            return MethodNotAllowed(", ".join(allowed)) if allowed else NotFound()
+        if isinstance(exc, RequestUnsupportedContentType):
+            return UnsupportedMediaType()
+        if isinstance(exc, RequestValidationError):
+            # A form from another site is refused as such, whatever its fields (SPEC: CSRF).
+            csrf = self.csrf_error(request)
+            return csrf or ValidationFailed(self.body_model().fields_of(list(exc.errors())))
+        return DashgateError()
+
+    def submitted(self, request: Request) -> dict[str, str]:
+        """The fields of a submitted form (first values), to fill the form in again; {} for JSON."""
+        if request.content_type != http.FORM_TYPE:
+            return {}
+        return {k: v[0] for k, v in http.parse_qs(self.app.current_event.decoded_body or "",
+                                                  keep_blank_values=True).items()}
+
+    def csrf_error(self, request: Request) -> CsrfRejected | None:
+        """The CSRF refusal a POST would get, if any (the handlers check it again once the body is valid)."""
+        if request.method != "POST" or self.runtime.keys is None:
+            return None
+        try:
+            http.require_csrf(request, self.submitted(request).get("csrf_token"), self.runtime.tokens,
+                              self.runtime.settings)
+        except CsrfRejected as err:
+            return err
+        return None
+
+    def body_model(self) -> type[Submission]:
+        """The request body model of the route being served."""
+        route = self.app.context.get("_route")
+        for param in getattr(getattr(route, "dependant", None), "body_params", []):
+            if isinstance(param.type_, type) and issubclass(param.type_, Submission):
+                return param.type_
+        return Submission
+
+    def _shows_form(self, request: Request, err: DashgateError) -> bool:
+        return self.form is not None and request.method == "POST" and not request.wants_json and err.status < 500
