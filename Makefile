@@ -9,7 +9,7 @@ TOOLS_INSTALLED := $(TOOLS)/.installed
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS)/bin:$$PATH"
 SAM := $(SAM_ENV) $(TOOLS)/bin/sam
 
-.PHONY: install run test lint browser build deploy bench clean
+.PHONY: install run test lint browser build deploy bench openapi clean
 
 install: $(INSTALLED) $(TOOLS_INSTALLED)
 
@@ -58,6 +58,10 @@ deploy: build
 ## prints a table with each budget met or not and writes .bench/*.json. BENCH_ARGS: see --help.
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+## Write openapi.json from the functions' resolvers and models (a test fails when it is out of date).
+openapi: install
+	$(PY) -m localrun.openapi
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache

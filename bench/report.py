@@ -1,4 +1,4 @@
-"""The report: each budget of issue 6 as met or not, a table for people, the same figures as JSON."""
+"""The report: each budget (issues 6 and 12) as met or not, a table for people, the same figures as JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ IMPORT_BUDGET_MS, IMPORT_AIM_MS = 300.0, 200.0
 GET_BUDGET_MS = 0.3
 #: A POST login or register beyond its one argon2 call (and the database's time).
 POST_BUDGET_MS = 1.0
-PEAK_RSS_BUDGET_MB = 60.0
+#: Peak RSS after warm requests (issue 12 raised it from 60 MB for the resolver and pydantic).
+PEAK_RSS_BUDGET_MB = 70.0
 #: Unknown-email and wrong-password logins within this fraction of each other.
 PARITY_BUDGET = 0.10
 #: Round trips per operation: (comparison, limit).
@@ -81,7 +82,7 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", render_sizes(results["sizes"])]
     rows = [["met" if b["met"] else "NOT MET", b["budget"], b["target"], f"{b['measured']} {b['unit']}".strip()]
             for b in results["budgets"]]
-    parts += ["", "Budgets (issue 6)", table(["", "budget", "target", "measured"], rows)]
+    parts += ["", "Budgets (issues 6 and 12)", table(["", "budget", "target", "measured"], rows)]
     return "\n".join(parts)
 
 

@@ -9,7 +9,6 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
@@ -65,6 +64,13 @@ def generate() -> dict[str, Any]:
             for status, response in list(responses.items()):
                 if POWERTOOLS_422 in json.dumps(response):
                     del responses[status]
+                    continue
+                # Powertools gives a response without a body (204, 303) an empty JSON one.
+                content = {media: body for media, body in response.get("content", {}).items() if body}
+                if content:
+                    response["content"] = content
+                else:
+                    response.pop("content", None)
     document = json.loads(json.dumps(document, default=str))
     schemas = document.get("components", {}).get("schemas", {})
     while unused := [n for n in schemas if f"#/components/schemas/{n}\"" not in json.dumps(document)]:

@@ -28,6 +28,8 @@ def logout_link():
     """A link on this site signs out, and so does a same-origin JSON GET. Anything else another site
     could make a browser send (a link, an <img>, a background fetch) only shows a logout button."""
     request = edge.request()
+    if request.method == "HEAD":  # a safe method (RFC 9110 9.3.2): a link checker never signs anyone out
+        return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
     if request.wants_json:
         if not http.is_same_origin_fetch(request, runtime.settings):
             return http.json_response(200, LogoutNoticeOut(logged_out=False,
@@ -39,7 +41,7 @@ def logout_link():
 
 @edge.route("/logout/", "POST", summary="Sign out (everywhere: every session of the user)",
             responses={**SIGNED_OUT, **errors(400, 403, 413, 415, 422, 503)})
-def logout(body: Annotated[LogoutRequest | None, Body()] = None):
+def logout(body: Annotated[LogoutRequest, Body()] = None):  # type: ignore[assignment] (no body: no fields)
     """Sign out, with CSRF proof (a form's token, or a same-origin JSON request); no body is fine."""
     request = edge.request()
     body = body or LogoutRequest()

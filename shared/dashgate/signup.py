@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from dashgate.models import EMAIL_MAX, NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, NameText, Submission, text
@@ -28,11 +29,13 @@ EmailAddress = Annotated[
 
 
 class RegisterRequest(Submission):
-    """POST /register/: a new account."""
+    """POST /register/: a new account. Browser forms also send `password_confirm`, which must equal
+    `password`; a JSON body may send it too, and then the same rule holds (it is left out of the
+    schema: JSON Schema cannot say "equal to another field", so a fuzzer would send two passwords)."""
 
     email: EmailAddress = Field(description="Trimmed and lower-cased before anything else; unique in any case.")
     password: text(strip=False, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
-    password_confirm: str | None = Field(None, description="Browsers: must equal password. JSON may omit it.")
+    password_confirm: SkipJsonSchema[str | None] = None
     first_name: NameText
     last_name: NameText
     csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")

@@ -97,7 +97,8 @@ def test_no_route_key_ends_in_a_slash(translated: dict) -> None:
 
 
 @pytest.mark.parametrize("path", list(SPEC_ROUTES))
-def test_every_method_of_each_spec_path_reaches_its_function_with_and_without_the_slash(translated: dict, path: str) -> None:
+def test_every_method_of_each_spec_path_reaches_its_function_with_and_without_slash(translated: dict,
+                                                                                   path: str) -> None:
     routes = route_table(translated)
     function, methods = SPEC_ROUTES[path]
 

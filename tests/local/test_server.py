@@ -51,7 +51,9 @@ def test_routes_come_from_the_template_with_and_without_the_slash() -> None:
         assert select_route(routes, "GET", path)[0].function == function
     assert select_route(routes, "GET", "/login/")[1] == {"proxy": ""}
     assert select_route(routes, "GET", "/dash/") is None  # $default
-    assert select_route(routes, "DELETE", "/login/") is None
+    # Every method of our paths reaches its function (which answers 405 with Allow), HEAD included.
+    assert select_route(routes, "DELETE", "/login/")[0].function == "LoginFunction"
+    assert select_route(routes, "HEAD", "/healthcheck")[0].function == "HealthFunction"
 
 
 def test_events_are_built_as_api_gateway_builds_them() -> None:
