@@ -11,7 +11,7 @@ from dashgate.errors import ConfigurationError, DashgateError
 from dashgate.http import parse_cookies
 from dashgate.runtime import Runtime
 
-runtime = Runtime("authorizer", "/dash")
+runtime = Runtime("authorizer")
 settings = runtime.settings
 if not settings.has_identity_keys:
     raise ConfigurationError("Set IDENTITY_SECRET_ARN (in AWS) or IDENTITY_SECRETS: the authorizer signs the "

@@ -14,7 +14,7 @@ TEXT = "text/plain; charset=utf-8"
 PLAIN = {TEXT: {"schema": {"type": "string"}}}
 
 # Health needs no signing keys, and short timeouts so a monitor hears 503 well within 5 seconds.
-runtime = Runtime("health", "/healthcheck", sessions=False, health_timeouts=True)
+runtime = Runtime("health", sessions=False, health_timeouts=True)
 edge = Edge(runtime)
 app = edge.app
 

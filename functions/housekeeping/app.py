@@ -9,7 +9,7 @@ from dashgate.errors import ServiceUnavailable
 from dashgate.runtime import Runtime
 from dashgate.users import prune
 
-runtime = Runtime("housekeeping", "", sessions=False)
+runtime = Runtime("housekeeping", sessions=False)
 #: Seconds kept free before the function's timeout (the last batch, the log line, the metrics).
 MARGIN_SECONDS = 15
 

@@ -15,18 +15,17 @@ from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 from dashgate.users import SignIn
 
-runtime = Runtime("login", "/login", passwords=True)
+runtime = Runtime("login", passwords=True)
 Next = Annotated[str | None, Query(description="A local path to go to after signing in; anything else is ignored.")]
 
 
-def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None,
-         status: int = 200) -> http.Response:
+def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
     """The login page, with the error of a refused attempt when there is one."""
     values = values or {}
     next_url = http.safe_next(values.get("next") or request.query.get("next"), runtime.settings.default_redirect)
     shown = {"email": values.get("email", "").strip(), "remember_me": bool(values.get("remember_me"))}
     return http.form_response(
-        request, runtime.tokens, err.status if err else status,
+        request, runtime.tokens, err.status if err else 200,
         lambda ctx: pages.login_page(ctx.csrf_token, ctx.messages, next_url=next_url, values=shown,
                                      errors=getattr(err, "fields", None), alert=err.message if err else None),
         headers=http.error_headers(err) if err else None,

@@ -13,7 +13,7 @@ from dashgate.models import LogoutNoticeOut, LogoutRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 
-runtime = Runtime("logout", "/logout")
+runtime = Runtime("logout")
 edge = Edge(runtime)
 app = edge.app
 SIGNED_OUT = {204: {"description": "Signed out (JSON)"}, 303: SEE_OTHER}
@@ -28,13 +28,12 @@ def logout_link():
     """A link on this site signs out, and so does a same-origin JSON GET. Anything else another site
     could make a browser send (a link, an <img>, a background fetch) only shows a logout button."""
     request = edge.request()
-    if request.method == "HEAD":  # a safe method (RFC 9110 9.3.2): a link checker never signs anyone out
-        return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
+    head = request.method == "HEAD"  # a safe method (RFC 9110 9.3.2): a link checker never signs anyone out
     if request.wants_json:
-        if not http.is_same_origin_fetch(request, runtime.settings):
+        if head or not http.is_same_origin_fetch(request, runtime.settings):
             return http.json_response(200, LogoutNoticeOut(logged_out=False,
                                                            message="POST to /logout/ to log out.").body())
-    elif not http.is_user_navigation(request, runtime.settings):
+    elif head or not http.is_user_navigation(request, runtime.settings):
         return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
     return sign_out(request, everywhere=False)
 

@@ -21,7 +21,7 @@ REGISTERED = "You have successfully registered! You may now login."
 #: What GET /register/ as JSON lists: the fields POST takes.
 FIELDS = ["email", "first_name", "last_name", "password", "password_confirm"]
 
-runtime = Runtime("register", "/register", passwords=True)
+runtime = Runtime("register", passwords=True)
 
 
 def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
@@ -98,13 +99,18 @@ class Edge:
         try:
             event = http.admit(event)
         except DashgateError as err:
-            self.runtime.log_error(err)
-            request = Request.from_event(event)
-            response = self.form(request, err, {}) if self._shows_form(request, err) \
-                else http.error_response(request, err)
-            return self.finish(request.method, ResponseBuilder(response).build(APIGatewayProxyEventV2(event)))
-        method = str(((event.get("requestContext") or {}).get("http") or {}).get("method") or "GET").upper()
-        return self.finish(method, self.app.resolve(event, context))
+            return self.refuse(event, err)
+        try:
+            return self.finish(Request.from_event(event).method, self.app.resolve(event, context))
+        except Exception as exc:  # what the exception handler could not answer (its form needed the keys...)
+            return self.refuse(event, exc if isinstance(exc, DashgateError) else DashgateError())
+
+    def refuse(self, event: dict[str, Any], err: DashgateError) -> dict[str, Any]:
+        """The answer to an error raised outside the resolver's own handling."""
+        self.log(err)
+        request = Request.from_event(event)
+        response = self.error_page(request, err, {})
+        return self.finish(request.method, ResponseBuilder(response).build(APIGatewayProxyEventV2(event)))
 
     def finish(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
         """Add the headers every answer carries; HEAD gets the GET answer without its body."""
@@ -122,13 +128,26 @@ class Edge:
         method, a bug) becomes the SPEC's answer; a bug is logged and answered 500 with no detail."""
         request = self.request()
         err = self.dashgate_error(exc, request)
+        self.log(err)
+        return self.error_page(request, err, self.submitted(request))
+
+    def error_page(self, request: Request, err: DashgateError, values: dict[str, str]) -> Response:
+        """A refused browser POST shows its form again; anything else, or a form that cannot be shown
+        (its CSRF token needs the signing keys), is the error's page or JSON."""
+        if self._shows_form(request, err):
+            try:
+                return self.form(request, err, values)
+            except DashgateError as failed:
+                self.log(failed)
+                err = failed
+        return http.error_response(request, err)
+
+    def log(self, err: DashgateError) -> None:
+        """A bug with its traceback; a dependency's failure with its cause."""
         if type(err) is DashgateError:
             self.runtime.logger.exception("Unhandled error")
         else:
             self.runtime.log_error(err)
-        if self._shows_form(request, err):
-            return self.form(request, err, self.submitted(request))
-        return http.error_response(request, err)
 
     def dashgate_error(self, exc: Exception, request: Request) -> DashgateError:
         """What an exception means to the client."""
@@ -149,8 +168,7 @@ class Edge:
         """The fields of a submitted form (first values), to fill the form in again; {} for JSON."""
         if request.content_type != http.FORM_TYPE:
             return {}
-        return {k: v[0] for k, v in http.parse_qs(self.app.current_event.decoded_body or "",
-                                                  keep_blank_values=True).items()}
+        return {k: v[0] for k, v in parse_qs(self.app.current_event.decoded_body or "", keep_blank_values=True).items()}
 
     def csrf_error(self, request: Request) -> CsrfRejected | None:
         """The CSRF refusal a POST would get, if any (the handlers check it again once the body is valid)."""

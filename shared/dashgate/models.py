@@ -65,8 +65,10 @@ class Submission(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def from_form(cls, data: Any) -> Any:
-        """A parsed form (every value a list of strings) into field values; JSON passes through."""
-        if isinstance(data, JsonObject) or not isinstance(data, dict):
+        """A parsed form (every value a list of strings, as Powertools hands it over) into field values;
+        anything else (a JSON object, a dict built in code) is validated as it is, strictly."""
+        if isinstance(data, JsonObject) or not isinstance(data, dict) or \
+                not all(isinstance(sent, list) for sent in data.values()):
             return data
         values: dict[str, Any] = {}
         for name, sent in data.items():

@@ -43,12 +43,9 @@ def utcnow() -> datetime:
 class Runtime:
     """Settings, store, signing keys, logger and metrics of one function, built at cold start."""
 
-    def __init__(self, service: str, route: str, *, sessions: bool = True, passwords: bool = False,
+    def __init__(self, service: str, *, sessions: bool = True, passwords: bool = False,
                  health_timeouts: bool = False) -> None:
         self.service = service
-        #: The path this function serves, without the trailing slash. The gateway also routes
-        #: `<route>/{proxy+}` here, because a route key cannot end in "/" (see template.yaml).
-        self.route = route
         self.settings = Settings.from_env()
         self.logger = Logger(service=f"dashgate-{service}")
         self.metrics = Metrics(namespace=self.settings.metrics_namespace, service=f"dashgate-{service}")

@@ -338,3 +338,17 @@ def test_a_connection_closed_for_idleness_is_reopened(handlers: dict, database_u
         handlers["health"].runtime.store.close()
 
     assert again["statusCode"] == 200
+
+
+def test_unreadable_keys_give_503_even_where_an_error_page_needs_them(load, aws, monkeypatch) -> None:
+    # A refused form is shown again with a fresh CSRF token, which needs the signing keys: when they
+    # cannot be read, that answer is a 503 too, never an exception out of the function.
+    monkeypatch.delenv("SESSION_SECRETS")
+    login = load("login", SESSION_SECRET_ARN="dashgate/missing")
+
+    invalid_form = login.lambda_handler(make_event("POST", "/login/", form={"email": ""},
+                                                   headers={"origin": ORIGIN}), LambdaContext())
+    page = login.lambda_handler(make_event("GET", "/login/"), LambdaContext())
+
+    assert invalid_form["statusCode"] == 503 and page["statusCode"] == 503
+    assert "The service is temporarily unavailable" in invalid_form["body"]

@@ -346,3 +346,10 @@ def test_strings_are_read_trimmed_except_the_password() -> None:
     assert model.email == "a@example.com" and model.password == "  x  "
     assert LoginRequest.model_validate(JsonObject(email="\U0001f600@example.com", password="x")).email[0] == \
         "\U0001f600"  # a proper surrogate pair decoded from JSON is fine
+
+
+def test_a_dict_built_in_code_is_validated_strictly_not_read_as_a_form() -> None:
+    # Only a parsed form (lists of strings) gets form semantics; a plain dict is held to the JSON rules.
+    assert login_fields({"email": "a@example.com", "password": "x", "remember_me": 997}) == {
+        "remember_me": "Must be true or false."}
+    assert LoginRequest.model_validate({"email": "a@example.com", "password": "x"}).remember_me is False
