@@ -24,6 +24,8 @@ TEST_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE": "dashgate-tests",
     "POWERTOOLS_SERVICE_NAME": "dashgate",
     "AWS_DEFAULT_REGION": "eu-west-1",
+    "PUBLIC_BASE_URL": "https://dash.example.test",
+    "MAIL_FROM": "Dashboard <no-reply@example.test>",
 }
 
 
@@ -91,12 +93,14 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> dict[str, str]:
-    """The environment a deployed function would have, pointed at the test database."""
-    values = {**TEST_ENV, "DATABASE_URL": database_url}
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path) -> dict[str, str]:
+    """The environment a deployed function would have, pointed at the test database (mail goes to a
+    spool and outbox under the test's own directory)."""
+    values = {**TEST_ENV, "DATABASE_URL": database_url, "MAIL_OUTBOX_DIR": str(tmp_path / "outbox")}
     for name in list(os.environ):
         if name.startswith(("SESSION_", "ARGON2_", "LOGIN_", "REGISTER_", "COOKIE_", "DB_", "HEALTHCHECK_",
-                            "IDENTITY_", "ORIGIN_")):
+                            "IDENTITY_", "ORIGIN_", "MAIL_", "PUBLIC_BASE_URL", "PASSWORD_RESET_", "EMAIL_CONFIRM_",
+                            "REQUIRE_CONFIRMED_", "FORGOT_", "SES_")):
             monkeypatch.delenv(name)
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -70,6 +70,19 @@ class InvalidCredentials(DashgateError):
     status, code, message = 401, "invalid_credentials", "Invalid email or password"
 
 
+class InvalidToken(DashgateError):
+    """A reset or confirmation link that is missing, used, expired, forged or for another address."""
+
+    status, code, message = 400, "invalid_token", "This password reset link is invalid or has expired."
+
+
+class EmailNotConfirmed(DashgateError):
+    """REQUIRE_CONFIRMED_EMAIL: a correct password on an unconfirmed account (a new link was sent)."""
+
+    status, code = 403, "email_not_confirmed"
+    message = "Please confirm your email address first. We have sent you a new link."
+
+
 class Throttled(DashgateError):
     """Too many attempts; the caller may try again after `retry_after` seconds."""
 

@@ -24,6 +24,7 @@ from dashgate.store import Store
 # measures the import time; a cold start pays for every module it loads).
 if TYPE_CHECKING:
     from dashgate.edge import Edge
+    from dashgate.mailqueue import MailQueue
     from dashgate.passwords import Passwords
     from dashgate.sessions import KeyRing, Tokens
     from dashgate.users import Users
@@ -44,7 +45,7 @@ class Runtime:
     """Settings, store, signing keys, logger and metrics of one function, built at cold start."""
 
     def __init__(self, service: str, *, sessions: bool = True, passwords: bool = False,
-                 health_timeouts: bool = False) -> None:
+                 health_timeouts: bool = False, mail: bool = False) -> None:
         self.service = service
         self.settings = Settings.from_env()
         self.logger = Logger(service=f"dashgate-{service}")
@@ -55,6 +56,12 @@ class Runtime:
             statement_timeout_ms=timeout * 1000 if timeout else None,
         )
         self.passwords = load_passwords(self.settings) if passwords else None
+        #: The mail queue of the functions that send mail (account recovery, registration).
+        self.mail_queue: MailQueue | None = None
+        if mail:
+            from dashgate.mailqueue import queue_for
+
+            self.mail_queue = queue_for(self.settings)
         #: The clock every request reads (`now()`); tests replace it to simulate hours and days.
         self.clock: Callable[[], datetime] = utcnow
         self._rings: list[KeyRing] = []

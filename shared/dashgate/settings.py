@@ -64,6 +64,17 @@ class Settings:
     identity_assertion_seconds: int = MAX_ASSERTION_SECONDS
     origin_verify_secret_arn: str | None = None
     origin_verify_secrets: tuple[str, ...] = ()
+    # Account recovery and email (SPEC: "Account recovery and email"; README: Account recovery).
+    public_base_url: str | None = None
+    mail_from: str | None = None
+    mail_queue_url: str | None = None
+    mail_outbox_dir: str | None = None
+    ses_configuration_set: str | None = None
+    password_reset_ttl_seconds: int = 3600
+    email_confirm_ttl_seconds: int = 2 * DAY_SECONDS
+    require_confirmed_email: bool = False
+    forgot_max_per_ip: int = 20
+    forgot_window_seconds: int = 3600
 
     @property
     def cookie_prefix(self) -> str:
@@ -115,6 +126,17 @@ class Settings:
                                                    high=MAX_ASSERTION_SECONDS),
             origin_verify_secret_arn=env.text("ORIGIN_VERIFY_SECRET_ARN") or None,
             origin_verify_secrets=parse_keys(env.text("ORIGIN_VERIFY_SECRETS"), "ORIGIN_VERIFY_SECRETS"),
+            public_base_url=env.text("PUBLIC_BASE_URL").rstrip("/") or None,
+            mail_from=env.text("MAIL_FROM") or None,
+            mail_queue_url=env.text("MAIL_QUEUE_URL") or None,
+            mail_outbox_dir=env.text("MAIL_OUTBOX_DIR") or None,
+            ses_configuration_set=env.text("SES_CONFIGURATION_SET") or None,
+            password_reset_ttl_seconds=env.integer("PASSWORD_RESET_TTL_SECONDS", 3600, low=300, high=DAY_SECONDS),
+            email_confirm_ttl_seconds=env.integer("EMAIL_CONFIRM_TTL_SECONDS", 2 * DAY_SECONDS, low=3600,
+                                                  high=30 * DAY_SECONDS),
+            require_confirmed_email=env.boolean("REQUIRE_CONFIRMED_EMAIL", False),
+            forgot_max_per_ip=env.integer("FORGOT_MAX_PER_IP", 20, low=1),
+            forgot_window_seconds=env.integer("FORGOT_WINDOW_SECONDS", 3600, low=1),
         )
         if env.text("ORIGIN_VERIFY_SECRET"):  # the single value of earlier versions: never silently ignored
             raise ConfigurationError("ORIGIN_VERIFY_SECRET is replaced by ORIGIN_VERIFY_SECRET_ARN (the stack's "
@@ -136,6 +158,9 @@ class Settings:
             raise ConfigurationError("DEFAULT_REDIRECT must be a local path such as /dash/")
         if set(self.identity_secrets) & set(self.session_secrets):  # "a key used for nothing else"
             raise ConfigurationError("IDENTITY_SECRETS must not reuse a key of SESSION_SECRETS")
+        if self.public_base_url is not None and not _is_base_url(self.public_base_url):
+            raise ConfigurationError("PUBLIC_BASE_URL must be an https:// origin such as https://dash.example.com "
+                                     "(http:// only for localhost)")
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ConfigurationError("LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS")
         if self.login_failure_window_seconds < DAY_SECONDS:  # the bound below assumes it
@@ -162,7 +187,8 @@ class Settings:
     def counter_memory_seconds(self) -> int:
         """How long a throttle counter must be kept after its last hit to still mean something:
         housekeeping never prunes a counter younger than this (pruning it would reset a throttle)."""
-        return max(self.login_failure_window_seconds, self.login_backoff_max_seconds, self.register_window_seconds)
+        return max(self.login_failure_window_seconds, self.login_backoff_max_seconds, self.register_window_seconds,
+                   self.forgot_window_seconds, DAY_SECONDS)  # DAY: the per-address mail limits count a day
 
 
 def backoff_seconds(hits: int, limit: int, base: int, cap: int) -> int:
@@ -184,6 +210,16 @@ def worst_case_verifications_per_day(limit: int, base: int, cap: int) -> int:
         hits += 1
         t += backoff_seconds(hits, limit, base, cap)
     return attempts
+
+
+def _is_base_url(value: str) -> bool:
+    """An origin (and optional path prefix) that links may be built from: https, or http on localhost."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    return (parts.scheme == "https" or (parts.scheme == "http" and local)) and bool(parts.hostname) \
+        and not parts.query and not parts.fragment and not parts.username and value.isprintable()
 
 
 def _is_local_path(value: str) -> bool:
