@@ -76,6 +76,12 @@ class InvalidToken(DashgateError):
     status, code, message = 400, "invalid_token", "This password reset link is invalid or has expired."
 
 
+class NotSignedIn(DashgateError):
+    """A page or action for signed-in users only (change password), asked for without a live session."""
+
+    status, code, message = 401, "not_signed_in", "Please sign in first."
+
+
 class EmailNotConfirmed(DashgateError):
     """REQUIRE_CONFIRMED_EMAIL: a correct password on an unconfirmed account (a new link was sent)."""
 
