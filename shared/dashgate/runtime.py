@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dashgate.edge import Edge
     from dashgate.mailqueue import MailQueue
     from dashgate.passwords import Passwords
+    from dashgate.recovery import Recovery
     from dashgate.sessions import KeyRing, Tokens
     from dashgate.users import Users
 
@@ -105,6 +106,14 @@ class Runtime:
         from dashgate.users import Users
 
         return Users(self.settings, self.store, self.tokens, self.passwords)
+
+    @property
+    def recovery(self) -> Recovery:
+        """Account recovery over this runtime's store, tokens (if built with them), passwords and mail queue."""
+        from dashgate.recovery import Recovery
+
+        return Recovery(self.settings, self.store, self.tokens if self.keys is not None else None,
+                        self.passwords, self.mail_queue)
 
     def before_snapshot(self) -> None:
         """SnapStart: close the database connection, which would be dead, and shared, after a restore."""
