@@ -87,8 +87,8 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 def db(database_url: str) -> Iterator[psycopg.Connection]:
     """A connection for assertions; every table starts empty."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE public.users, public.dashgate_sessions, public.dashgate_throttle "
-                     "RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE public.users, public.dashgate_sessions, public.dashgate_throttle, "
+                     "public.dashgate_tokens RESTART IDENTITY CASCADE")
         yield conn
 
 

@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.errors import _WaitTimeout
 from psycopg.rows import class_row
 
-from dashgate.errors import EmailTaken, ServiceUnavailable
+from dashgate.errors import EmailTaken, NotSignedIn, ServiceUnavailable
 from dashgate.settings import Settings, fetch_secret_string
 
 T = TypeVar("T")
@@ -82,6 +82,7 @@ class User:
     first_name: str | None
     last_name: str | None
     created_at: datetime
+    email_confirmed: bool
 
     def as_json(self) -> dict[str, object]:
         """The SPEC's `user` object."""
@@ -91,6 +92,7 @@ class User:
             "first_name": self.first_name,
             "last_name": self.last_name,
             "created_at": self.created_at.isoformat(),
+            "email_confirmed": self.email_confirmed,
         }
 
 
@@ -140,6 +142,15 @@ class NewSession:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class Quota:
+    """A fixed-window limit: at most `limit` counted on `key` per `window` (from the window's first count)."""
+
+    key: str
+    limit: int
+    window: timedelta
+
+
 # -- SQL --------------------------------------------------------------------------------------
 # One statement: count the attempt against the IP, then insert unless throttled or taken.
 # ON CONFLICT DO NOTHING makes concurrent registrations of one address wait for the first and
@@ -159,10 +170,11 @@ REGISTER_USER = """
         SELECT %(email)s, %(password_hash)s, %(first_name)s, %(last_name)s, %(now)s, 0
         FROM hit WHERE hit.hits <= %(limit)s
         ON CONFLICT (email) DO NOTHING
-        RETURNING id, email, first_name, last_name, created_at
+        RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
     )
     SELECT hit.hits, hit.window_started_at, hit.last_hit_at,
-           created.id, created.email, created.first_name, created.last_name, created.created_at
+           created.id, created.email, created.first_name, created.last_name, created.created_at,
+           created.email_confirmed
     FROM hit LEFT JOIN created ON true
 """
 
@@ -201,8 +213,13 @@ JUDGE_ATTEMPT = """
 # The user whose address this is. Addresses that differ only in letter case may exist in a table an
 # older app filled (migration 0004 keeps them): the oldest account answers, always the same one.
 FIND_LOGIN_USER = """
-    SELECT id, email, first_name, last_name, created_at, password_hash
+    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL, password_hash
     FROM public.users WHERE lower(email) = %(email)s ORDER BY id LIMIT 1
+"""
+# The same for a signed-in user checking their own password (change password): by id, not address.
+FIND_USER_WITH_HASH = """
+    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL, password_hash
+    FROM public.users WHERE id = %(user_id)s
 """
 
 # A successful login, in one transaction sent as one round trip: the counters first (in key order:
@@ -259,7 +276,7 @@ FIND_SESSION_USER = """
         UPDATE public.dashgate_sessions s SET last_seen_at = %(now)s
         FROM found WHERE s.id_hash = found.id_hash AND found.last_seen_at <= %(touch_cutoff)s
     )
-    SELECT u.id, u.email, u.first_name, u.last_name, u.created_at
+    SELECT u.id, u.email, u.first_name, u.last_name, u.created_at, u.email_confirmed_at IS NOT NULL AS email_confirmed
     FROM found JOIN public.users u ON u.id = found.user_id
 """
 
@@ -275,6 +292,138 @@ REVOKE_ALL_SESSIONS = """
         SELECT user_id FROM public.dashgate_sessions
         WHERE id_hash = %(id_hash)s AND revoked_at IS NULL AND expires_at > %(now)s
     )
+"""
+
+# -- account recovery (SPEC: "Account recovery and email") ---------------------------------------
+# The lock order is the sign-in path's, extended: throttle counters (in key order), then tokens,
+# then sessions, then users. Tokens are kept only as SHA-256 hashes (like session ids).
+
+# A plain fixed-window counter (REGISTER_USER's first half): the forgot-password limit per network.
+COUNT_HIT = """
+    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
+    VALUES (%(key)s, 1, %(now)s, %(now)s)
+    ON CONFLICT (key) DO UPDATE SET
+        hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
+        window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
+                                 THEN %(now)s ELSE t.window_started_at END,
+        last_hit_at = %(now)s
+    RETURNING hits, window_started_at, last_hit_at
+"""
+FIND_USER = """
+    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    FROM public.users WHERE id = %(user_id)s
+"""
+# Who gets a reset link: the account of the address, the oldest as at sign-in (FIND_LOGIN_USER).
+FIND_RESET_RECIPIENT = """
+    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    FROM public.users WHERE lower(email) = %(email)s ORDER BY id LIMIT 1
+"""
+# Who gets a confirmation link: the user it was asked for, still at that address, still unconfirmed.
+FIND_CONFIRM_RECIPIENT = """
+    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    FROM public.users WHERE id = %(user_id)s AND lower(email) = %(email)s AND email_confirmed_at IS NULL
+"""
+# The per-address mail limits: lock their counters in key order, and count this mail on every one,
+# or, when one is full, on none (as JUDGE_ATTEMPT). True when the mail may go. Needs ENSURE_COUNTERS.
+COUNT_MAIL = """
+    WITH locked AS (
+        SELECT t.key, q.lim,
+               CASE WHEN t.window_started_at <= %(now)s - make_interval(secs => q.secs) THEN 0 ELSE t.hits END AS hits
+        FROM public.dashgate_throttle t
+        JOIN unnest(%(keys)s::text[], %(limits)s::int[], %(windows)s::int[]) AS q(key, lim, secs) ON q.key = t.key
+        ORDER BY t.key
+        FOR UPDATE OF t
+    ), counted AS (
+        UPDATE public.dashgate_throttle t
+        SET hits = locked.hits + 1, last_hit_at = %(now)s,
+            window_started_at = CASE WHEN locked.hits = 0 THEN %(now)s ELSE t.window_started_at END
+        FROM locked
+        WHERE t.key = locked.key AND NOT EXISTS (SELECT 1 FROM locked WHERE hits >= lim)
+    )
+    SELECT NOT EXISTS (SELECT 1 FROM locked WHERE hits >= lim)
+"""
+# "A newer request voids older tokens"; a reset or a password change voids the outstanding reset tokens.
+VOID_TOKENS = """
+    UPDATE public.dashgate_tokens SET used_at = %(now)s
+    WHERE user_id = %(user_id)s AND purpose = %(purpose)s AND used_at IS NULL
+"""
+INSERT_TOKEN = """
+    INSERT INTO public.dashgate_tokens (token_hash, purpose, user_id, email, created_at, expires_at)
+    VALUES (%(token_hash)s, %(purpose)s, %(user_id)s, %(email)s, %(now)s, %(expires_at)s)
+"""
+VOID_TOKEN = """
+    UPDATE public.dashgate_tokens SET used_at = %(now)s WHERE token_hash = %(token_hash)s AND used_at IS NULL
+"""
+# A token works while it is unused, unexpired, and its user still has the address it was sent to.
+PEEK_TOKEN = """
+    SELECT t.user_id FROM public.dashgate_tokens t JOIN public.users u ON u.id = t.user_id
+    WHERE t.token_hash = %(token_hash)s AND t.purpose = %(purpose)s AND t.used_at IS NULL
+      AND t.expires_at > %(now)s AND u.email = t.email
+"""
+# Use a token up, if it works. Of two parallel uses, the second waits for the first's row lock, then
+# finds used_at set (PostgreSQL re-checks the WHERE on the updated row): exactly one succeeds.
+USE_TOKEN = """
+    UPDATE public.dashgate_tokens t SET used_at = %(now)s
+    FROM public.users u
+    WHERE t.token_hash = %(token_hash)s AND t.purpose = %(purpose)s AND t.used_at IS NULL
+      AND t.expires_at > %(now)s AND u.id = t.user_id AND u.email = t.email
+    RETURNING t.user_id
+"""
+# The account's login-failure counter (Users' `login-email:<address>`) of the address a token was
+# sent to: locked before the token (the lock order), cleared once the token is used.
+LOCK_LOGIN_COUNTER = """
+    SELECT 1 FROM public.dashgate_throttle
+    WHERE key = (SELECT 'login-email:' || lower(email) FROM public.dashgate_tokens WHERE token_hash = %(token_hash)s)
+    FOR UPDATE
+"""
+CLEAR_LOGIN_COUNTER = """
+    UPDATE public.dashgate_throttle SET hits = 0
+    WHERE key = (SELECT 'login-email:' || lower(email) FROM public.dashgate_tokens WHERE token_hash = %(token_hash)s)
+"""
+REVOKE_USER_SESSIONS = """
+    UPDATE public.dashgate_sessions SET revoked_at = %(now)s WHERE user_id = %(user_id)s AND revoked_at IS NULL
+"""
+# A reset proves the address too (the link was mailed to it): it confirms it (`confirms`).
+SET_PASSWORD = """
+    UPDATE public.users SET password_hash = %(password_hash)s, password_changed_at = %(now)s,
+        email_confirmed_at = CASE WHEN %(confirms)s THEN coalesce(email_confirmed_at, %(now)s)
+                                  ELSE email_confirmed_at END
+    WHERE id = %(user_id)s
+    RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+"""
+# A password change: every live session of the user revoked, and the current one (which must be
+# among them, unexpired) replaced by a new session with its `remember` flag.
+REPLACE_SESSION = """
+    WITH revoked AS (
+        UPDATE public.dashgate_sessions SET revoked_at = %(now)s
+        WHERE user_id = %(user_id)s AND revoked_at IS NULL
+        RETURNING id_hash, remember, expires_at
+    )
+    INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, expires_at)
+    SELECT %(id_hash)s, %(user_id)s, remember, %(now)s, %(now)s,
+           CASE WHEN remember THEN %(remember_expires_at)s ELSE %(expires_at)s END
+    FROM revoked WHERE id_hash = %(current_hash)s AND expires_at > %(now)s
+    RETURNING remember
+"""
+# Confirm an address with a token: the token used up (as USE_TOKEN), then its user marked confirmed.
+# The UPDATE reads the CTE's output, so it runs after it (the token row, then the user: lock order).
+CONFIRM_EMAIL = """
+    WITH used AS (
+        UPDATE public.dashgate_tokens t SET used_at = %(now)s
+        FROM public.users u
+        WHERE t.token_hash = %(token_hash)s AND t.purpose = 'email_confirm' AND t.used_at IS NULL
+          AND t.expires_at > %(now)s AND u.id = t.user_id AND u.email = t.email
+        RETURNING t.user_id
+    )
+    UPDATE public.users SET email_confirmed_at = coalesce(email_confirmed_at, %(now)s)
+    FROM used WHERE id = used.user_id
+    RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+"""
+# Housekeeping: tokens that can no longer be used, a bounded batch per statement.
+PRUNE_TOKENS = """
+    DELETE FROM public.dashgate_tokens WHERE token_hash IN (
+        SELECT token_hash FROM public.dashgate_tokens WHERE expires_at < %(now)s OR used_at IS NOT NULL
+        LIMIT %(batch)s)
 """
 
 SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, true)"
@@ -376,20 +525,23 @@ class Store:
             return Registration(Hits(*row[:3]), user)
         return self._run(work)
 
-    def claim_login_attempt(self, *, email: str, backoff: Backoff, now: datetime) -> LoginAttempt:
-        """Count an attempt on every key of `backoff`, or on none when one refuses; read the user."""
+    def claim_login_attempt(self, *, email: str, backoff: Backoff, now: datetime,
+                            user_id: int | None = None) -> LoginAttempt:
+        """Count an attempt on every key of `backoff`, or on none when one refuses; read the user (the
+        one with this address, or, for a signed-in user checking their password, the one with `user_id`)."""
         keys = sorted(backoff.limits)
         params = {"email": email, "keys": keys, "limits": [backoff.limits[k] for k in keys], "now": now,
-                  "base": backoff.base_seconds, "cap": backoff.cap_seconds, "forget_before": now - backoff.forget_after}
+                  "base": backoff.base_seconds, "cap": backoff.cap_seconds, "forget_before": now - backoff.forget_after,
+                  "user_id": user_id}
 
         def work(conn: psycopg.Connection) -> LoginAttempt:
             with one_round_trip(conn):
                 conn.execute(ENSURE_COUNTERS, params)
                 judged = conn.execute(JUDGE_ATTEMPT, params)
-                found = conn.execute(FIND_LOGIN_USER, params)
+                found = conn.execute(FIND_LOGIN_USER if user_id is None else FIND_USER_WITH_HASH, params)
             (refused_until,) = judged.fetchone()
             row = found.fetchone()
-            return LoginAttempt(User(*row[:5]) if row else None, row[5] if row else None, refused_until)
+            return LoginAttempt(User(*row[:6]) if row else None, row[6] if row else None, refused_until)
         # A pipeline cannot tell a connection the server closed while idle from one lost mid-way, so
         # it is checked first (single statements learn it from the server's 57P0x and retry instead).
         # Only here, before the hash: after argon2 has swept the caches a poll costs 20 us, not 0.4.
@@ -417,18 +569,18 @@ class Store:
         self._run(work)  # the claim checked this connection for a goodbye a password hash ago
 
     def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, seconds: float,
-              batch: int = 1000) -> tuple[int, int]:
-        """Delete dead sessions and forgotten counters, batch by batch, for at most about `seconds`
-        (the next run goes on where this one stopped); the numbers deleted."""
+              batch: int = 1000) -> tuple[int, int, int]:
+        """Delete dead sessions, forgotten counters and spent tokens, batch by batch, for at most about
+        `seconds` (the next run goes on where this one stopped); the numbers deleted."""
         params = {"now": now, "idle_before": now - idle, "quiet_before": now - counters_quiet_for, "batch": batch}
         stop_at = time.monotonic() + seconds
-        totals = [0, 0]
-        for index, statement in enumerate((PRUNE_SESSIONS, PRUNE_COUNTERS)):
+        totals = [0, 0, 0]
+        for index, statement in enumerate((PRUNE_SESSIONS, PRUNE_COUNTERS, PRUNE_TOKENS)):
             deleted = batch
             while deleted == batch and time.monotonic() < stop_at:
                 deleted = self._run(lambda conn, sql=statement: conn.execute(sql, params).rowcount)
                 totals[index] += deleted
-        return totals[0], totals[1]
+        return totals[0], totals[1], totals[2]
 
     def find_session_user(self, *, id_hash: bytes, now: datetime, idle: timedelta,
                           touch_every: timedelta) -> User | None:
@@ -447,6 +599,114 @@ class Store:
     def revoke_all_sessions(self, *, id_hash: bytes, now: datetime) -> int:
         """Revoke every live session of the user behind a live session; the number revoked."""
         return self._run(lambda conn: conn.execute(REVOKE_ALL_SESSIONS, {"id_hash": id_hash, "now": now}).rowcount)
+
+    # -- account recovery -----------------------------------------------------------------------------
+    def count_hit(self, *, key: str, window: timedelta, now: datetime) -> Hits:
+        """Count one hit on a fixed-window counter (a new window once `window` has passed); its state after."""
+        params = {"key": key, "now": now, "window_cutoff": now - window}
+        return self._run(lambda conn: Hits(*conn.execute(COUNT_HIT, params).fetchone()))
+
+    def settle_counters(self, *, counted: list[str], reset: list[str], now: datetime) -> None:
+        """Settle an attempt's counters as a success, without a session (as record_login_success does)."""
+        params = {"keys": sorted(counted), "reset": reset, "now": now}
+        self._run(lambda conn: conn.execute(SETTLE_COUNTERS, params))
+
+    def find_user(self, *, user_id: int) -> User | None:
+        """The user with this id, if any."""
+        def work(conn: psycopg.Connection) -> User | None:
+            with conn.cursor(row_factory=class_row(User)) as cur:
+                return cur.execute(FIND_USER, {"user_id": user_id}).fetchone()
+        return self._run(work)
+
+    def issue_token(self, *, purpose: str, email: str, user_id: int | None, token_hash: bytes,
+                    expires_at: datetime, quotas: list[Quota], now: datetime) -> User | None:
+        """In one transaction: find the recipient (a reset: the account of `email`; a confirmation: user
+        `user_id`, still at `email` and unconfirmed), count the mail on `quotas` (on all or on none), void
+        the user's older tokens of `purpose` and store the new one. The recipient, or None: nothing to send."""
+        ordered = sorted(quotas, key=lambda q: q.key)
+        params = {"purpose": purpose, "email": email, "user_id": user_id, "token_hash": token_hash,
+                  "expires_at": expires_at, "now": now, "keys": [q.key for q in ordered],
+                  "limits": [q.limit for q in ordered], "windows": [int(q.window.total_seconds()) for q in ordered]}
+        find = FIND_RESET_RECIPIENT if purpose == "password_reset" else FIND_CONFIRM_RECIPIENT
+
+        def work(conn: psycopg.Connection) -> User | None:
+            with one_round_trip(conn):
+                user = conn.cursor(row_factory=class_row(User)).execute(find, params).fetchone()
+                if user is None:
+                    return None  # no counter is written for an address without an account
+                conn.execute(ENSURE_COUNTERS, params)
+                (allowed,) = conn.execute(COUNT_MAIL, params).fetchone()
+                if not allowed:
+                    return None
+                conn.execute(VOID_TOKENS, {**params, "user_id": user.id})
+                conn.execute(INSERT_TOKEN, {**params, "user_id": user.id, "email": user.email})
+            return user
+        return self._run(work)
+
+    def withdraw_token(self, *, token_hash: bytes, keys: list[str], now: datetime) -> None:
+        """Take an issued token back (its mail was not sent): void it, give its count back to `keys`."""
+        params = {"token_hash": token_hash, "keys": sorted(keys), "reset": [], "now": now}
+
+        def work(conn: psycopg.Connection) -> None:
+            with one_round_trip(conn):
+                conn.execute(SETTLE_COUNTERS, params)  # counters first: the lock order
+                conn.execute(VOID_TOKEN, params)
+        self._run(work)
+
+    def token_valid(self, *, token_hash: bytes, purpose: str, now: datetime) -> bool:
+        """True when the token works (unused, unexpired, its user still at its address); changes nothing."""
+        params = {"token_hash": token_hash, "purpose": purpose, "now": now}
+        return self._run(lambda conn: conn.execute(PEEK_TOKEN, params).fetchone() is not None)
+
+    def reset_password(self, *, token_hash: bytes, password_hash: str, now: datetime) -> User | None:
+        """Use a reset token up and, in the same transaction, set the password (and confirm the address),
+        void the user's other reset tokens, revoke all their sessions and clear the account's login
+        failures. The user, or None when the token does not work (used, expired, unknown, moved)."""
+        params = {"token_hash": token_hash, "password_hash": password_hash, "purpose": "password_reset",
+                  "confirms": True, "now": now}
+
+        def work(conn: psycopg.Connection) -> User | None:
+            with one_round_trip(conn):
+                conn.execute(LOCK_LOGIN_COUNTER, params)
+                used = conn.execute(USE_TOKEN, params).fetchone()
+                if used is None:
+                    return None
+                mine = {**params, "user_id": used[0]}
+                conn.execute(CLEAR_LOGIN_COUNTER, mine)
+                conn.execute(VOID_TOKENS, mine)
+                conn.execute(REVOKE_USER_SESSIONS, mine)
+                changed = conn.cursor(row_factory=class_row(User)).execute(SET_PASSWORD, mine)
+            return changed.fetchone()
+        return self._run(work)
+
+    def change_password(self, *, user_id: int, password_hash: str, current_hash: bytes, new_hash: bytes,
+                        expires_at: datetime, remember_expires_at: datetime, counted: list[str], reset: list[str],
+                        now: datetime) -> bool:
+        """In one transaction: settle the password check's counters as a success, void the user's reset
+        tokens, revoke every session of the user and replace the current one (`current_hash`) by a new
+        one (`new_hash`, expiring at `expires_at`, or `remember_expires_at` when the current one was
+        remembered), set the password. Its `remember` flag; NotSignedIn when the current session is gone."""
+        params = {"user_id": user_id, "password_hash": password_hash, "current_hash": current_hash,
+                  "id_hash": new_hash, "expires_at": expires_at, "remember_expires_at": remember_expires_at,
+                  "keys": sorted(counted), "reset": reset, "purpose": "password_reset", "confirms": False, "now": now}
+
+        def work(conn: psycopg.Connection) -> bool:
+            with one_round_trip(conn):
+                conn.execute(SETTLE_COUNTERS, params)
+                conn.execute(VOID_TOKENS, params)
+                replaced = conn.execute(REPLACE_SESSION, params).fetchone()
+                if replaced is None:
+                    raise NotSignedIn()  # signed out meanwhile: all of it is rolled back
+                conn.execute(SET_PASSWORD, params)
+            return replaced[0]
+        return self._run(work)
+
+    def confirm_email(self, *, token_hash: bytes, now: datetime) -> User | None:
+        """Use a confirmation token up and mark its user's address confirmed; None when it does not work."""
+        def work(conn: psycopg.Connection) -> User | None:
+            with conn.cursor(row_factory=class_row(User)) as cur:
+                return cur.execute(CONFIRM_EMAIL, {"token_hash": token_hash, "now": now}).fetchone()
+        return self._run(work)
 
     def migrate(self, *, deadline: float | None = None) -> list[str]:
         """Apply pending migrations; return the versions applied now (see `migrate`)."""

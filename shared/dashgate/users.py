@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from dashgate.errors import EmailTaken, InvalidCredentials, Throttled
+from dashgate.errors import EmailNotConfirmed, EmailTaken, InvalidCredentials, Throttled
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
 from dashgate.store import Backoff, NewSession, Store, User
@@ -65,7 +65,7 @@ class Users:
         )
         if outcome.hits.hits > s.register_max_per_ip:
             reset_at = outcome.hits.window_started_at + timedelta(seconds=s.register_window_seconds)
-            wait = _seconds_until(reset_at, now)
+            wait = seconds_until(reset_at, now)
             raise Throttled(wait, f"Too many registrations from your network. Try again in {wait} seconds.")
         if outcome.user is None:
             raise EmailTaken()
@@ -73,11 +73,13 @@ class Users:
 
     def authenticate(self, form: SignIn, *, ip: str, presented_token: str | None, now: datetime,
                      device_token: str | None = None) -> SignedIn:
-        """Sign in; raises Throttled or InvalidCredentials (the same for unknown email)."""
-        backoff = self._login_backoff(form.email, ip, self.tokens.device_id(device_token, form.email, now))
+        """Sign in; raises Throttled or InvalidCredentials (the same for unknown email), or, under
+        REQUIRE_CONFIRMED_EMAIL, EmailNotConfirmed (its `user` set) for a correct password on an
+        unconfirmed account: no session then, and the attempt counts as a success, never a failure."""
+        backoff = login_backoff(self.settings, form.email, ip, self.tokens.device_id(device_token, form.email, now))
         found = self.store.claim_login_attempt(email=form.email, backoff=backoff, now=now)
         if found.refused_until is not None:
-            wait = max(1, _seconds_until(found.refused_until, now))
+            wait = max(1, seconds_until(found.refused_until, now))
             raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
         # The new session's id and device token are drawn before the hash, whatever its outcome: after
         # argon2 has swept the CPU caches, reading the OS's randomness costs about 50 us instead of 1.
@@ -87,10 +89,15 @@ class Users:
         # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
             raise InvalidCredentials()
+        counted = list(backoff.limits)
+        if self.settings.require_confirmed_email and not found.user.email_confirmed:
+            self.store.settle_counters(counted=counted, reset=counted[:1], now=now)
+            err = EmailNotConfirmed()
+            err.user = found.user  # the login route asks for a new link for it
+            raise err
         new_hash = self.passwords.hash(form.password) if self.passwords.needs_rehash(found.password_hash) else None
         lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
         presented_id = self.tokens.session_id(presented_token)
-        counted = list(backoff.limits)
         self.store.record_login_success(
             user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, counted=counted, reset=counted[:1],
             session=NewSession(hash_session_id(session_id), form.remember_me, now + timedelta(seconds=lifetime)),
@@ -98,19 +105,6 @@ class Users:
         )
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
                         device_token)
-
-    def _login_backoff(self, email: str, ip: str, device: str | None) -> Backoff:
-        """The counters an attempt is judged on, the one a success starts again first: a known device's
-        own counter (OWASP device cookies: an attacker elsewhere cannot lock its owner out), else the
-        account's and the network's."""
-        s = self.settings
-        if device is not None:
-            limits = {f"login-device:{device}": s.login_max_failures_per_email}
-        else:
-            limits = {f"login-email:{email}": s.login_max_failures_per_email,
-                      f"login-ip:{network_of(ip)}": s.login_max_failures_per_ip}
-        return Backoff(limits, s.login_backoff_base_seconds, s.login_backoff_max_seconds,
-                       timedelta(seconds=s.login_failure_window_seconds))
 
     def current_user(self, token: str | None, *, now: datetime) -> User | None:
         """The user a session cookie names, or None (bad signature, unknown, revoked, expired, idle)."""
@@ -132,9 +126,24 @@ class Users:
             return self.store.revoke_all_sessions(id_hash=hash_session_id(session_id), now=now) > 0
         return self.store.revoke_session(id_hash=hash_session_id(session_id), now=now)
 
-def prune(settings: Settings, store: Store, *, now: datetime, seconds: float) -> tuple[int, int]:
-    """Housekeeping for about `seconds`: delete dead sessions, and counters quiet for longer than any
-    throttle remembers (so pruning never restarts a backoff); the numbers of each deleted."""
+def login_backoff(settings: Settings, email: str, ip: str, device: str | None) -> Backoff:
+    """The counters a password check is judged on (a login, or a signed-in user's current password),
+    the one a success starts again first: a known device's own counter (OWASP device cookies: an
+    attacker elsewhere cannot lock its owner out), else the account's and the network's."""
+    s = settings
+    if device is not None:
+        limits = {f"login-device:{device}": s.login_max_failures_per_email}
+    else:
+        limits = {f"login-email:{email}": s.login_max_failures_per_email,
+                  f"login-ip:{network_of(ip)}": s.login_max_failures_per_ip}
+    return Backoff(limits, s.login_backoff_base_seconds, s.login_backoff_max_seconds,
+                   timedelta(seconds=s.login_failure_window_seconds))
+
+
+def prune(settings: Settings, store: Store, *, now: datetime, seconds: float) -> tuple[int, int, int]:
+    """Housekeeping for about `seconds`: delete dead sessions, counters quiet for longer than any
+    throttle remembers (so pruning never restarts a backoff), and spent or expired one-time tokens;
+    the numbers of each deleted."""
     return store.prune(now=now, idle=timedelta(seconds=settings.session_idle_seconds),
                        counters_quiet_for=timedelta(seconds=settings.counter_memory_seconds), seconds=seconds)
 
@@ -149,5 +158,6 @@ def network_of(ip: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if address.version == 6 else ip
 
 
-def _seconds_until(moment: datetime, now: datetime) -> int:
+def seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from `now` to `moment`, rounded up (a Retry-After), never negative."""
     return max(0, math.ceil((moment - now).total_seconds()))

@@ -144,7 +144,7 @@ def assertion(key: str = IDENTITY_KEY, *, age: int = 0, user_id: int = 7) -> str
     """An identity assertion as the authorizer makes it, signed with `key`, issued `age` seconds ago."""
     from dashgate.store import User
 
-    user = User(user_id, "gw@example.com", "Gate", None, datetime.now(UTC))
+    user = User(user_id, "gw@example.com", "Gate", None, datetime.now(UTC), False)
     return Assertions(Settings(), (key,)).issue(user, datetime.now(UTC) - timedelta(seconds=age))
 
 

@@ -341,11 +341,18 @@ def test_housekeeping_prunes_the_dead_and_keeps_what_a_throttle_still_needs(load
     db.execute("INSERT INTO public.dashgate_throttle VALUES ('login-email:recent@example.com', 9, "
                "now() - interval '23 hours', now() - interval '23 hours'), ('login-email:gone@example.com', 9, "
                "now() - interval '3 days', now() - interval '3 days')")
+    # and one-time tokens: outstanding, expired, used
+    db.execute("INSERT INTO public.dashgate_tokens (token_hash, purpose, user_id, email, created_at, expires_at, "
+               "used_at) SELECT sha256(v::bytea), 'password_reset', id, email, now() - interval '2 hours', "
+               "CASE v WHEN 'expired' THEN now() - interval '1 hour' ELSE now() + interval '1 hour' END, "
+               "CASE v WHEN 'used' THEN now() END FROM public.users, (VALUES ('live'), ('expired'), ('used')) x(v)")
     housekeeping = load("housekeeping")
 
     result = housekeeping.lambda_handler({"source": "aws.scheduler"}, LambdaContext())
 
-    assert result == {"sessions": 3, "counters": 1}
+    assert result == {"sessions": 3, "counters": 1, "tokens": 2}
+    assert db.execute("SELECT count(*) FROM public.dashgate_tokens WHERE used_at IS NULL "
+                      "AND expires_at > now()").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM public.dashgate_sessions WHERE revoked_at IS NULL "
                       "AND expires_at > now()").fetchone()[0] == 1
     keys = {r[0] for r in db.execute("SELECT key FROM public.dashgate_throttle")}

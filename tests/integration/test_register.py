@@ -56,8 +56,8 @@ def test_json_registration_answers_201_with_the_user(handlers: dict, db) -> None
 
     assert response["statusCode"] == 201
     user = json.loads(response["body"])["user"]
-    assert set(user) == {"id", "email", "first_name", "last_name", "created_at"}
-    assert (user["email"], user["first_name"]) == ("bob@example.com", "Bob")
+    assert set(user) == {"id", "email", "first_name", "last_name", "created_at", "email_confirmed"}
+    assert (user["email"], user["first_name"], user["email_confirmed"]) == ("bob@example.com", "Bob", False)
     assert user_rows(db)[0][0] == "bob@example.com"
 
 
