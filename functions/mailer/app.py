@@ -15,12 +15,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from dashgate.mail import MailRequest
 from dashgate.mailer import Mailer, transport_for
-from dashgate.recovery import Recovery
 from dashgate.runtime import Runtime
 
 runtime = Runtime("mailer", sessions=False)
-mailer = Mailer(runtime.settings, Recovery(runtime.settings, runtime.store, tokens=None, passwords=None, queue=None),
-                transport_for(runtime.settings))
+mailer = Mailer(runtime.settings, runtime.recovery, transport_for(runtime.settings))
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
