@@ -8,14 +8,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from dashgate import http, pages
 from dashgate.edge import Edge
-from dashgate.errors import DashgateError, InvalidCredentials, Throttled
+from dashgate.errors import DashgateError, EmailNotConfirmed, InvalidCredentials, Throttled
 from dashgate.http import Request
 from dashgate.models import LoginRequest, SessionOut, SignedInOut, UserOut
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 from dashgate.users import SignIn
 
-runtime = Runtime("login", passwords=True)
+runtime = Runtime("login", passwords=True, mail=True)
 Next = Annotated[str | None, Query(description="A local path to go to after signing in; anything else is ignored.")]
 
 
@@ -66,6 +66,10 @@ def sign_in(body: Annotated[LoginRequest, Body()], next: Next = None):
             device_token=request.cookies.get(tokens.device_cookie_name))
     except (InvalidCredentials, Throttled) as err:
         runtime.count("LoginsFailed" if isinstance(err, InvalidCredentials) else "LoginsThrottled")
+        raise
+    except EmailNotConfirmed as err:  # REQUIRE_CONFIRMED_EMAIL: the right password, an unconfirmed address
+        runtime.count("LoginsUnconfirmed")
+        runtime.recovery.send_confirmation(err.user, now=runtime.now())
         raise
     runtime.count("LoginsSucceeded")
     cookies = [tokens.session_cookie(signed_in.token, signed_in.cookie_max_age),

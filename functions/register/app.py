@@ -1,4 +1,9 @@
-"""Lambda entry point for /register/: the sign-up form (GET) and account creation (POST)."""
+"""Lambda entry point for /register/: the sign-up form (GET) and account creation (POST).
+
+A new account is sent a link to confirm its address. The account exists once the user row is
+committed: if the link cannot be queued then (the queue is unavailable), the registration still
+succeeds and the failure is logged; the user asks for a new link from /email/confirm/ once signed in
+(or gets one at login when REQUIRE_CONFIRMED_EMAIL is on)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dashgate.models import RegisterFieldsOut, SignedInOut, UserOut
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 from dashgate.signup import RegisterRequest
+from dashgate.store import User
 from dashgate.users import SignUp
 
 #: The seed app's wording, shown once on the login page after a successful registration.
@@ -21,7 +27,7 @@ REGISTERED = "You have successfully registered! You may now login."
 #: What GET /register/ as JSON lists: the fields POST takes.
 FIELDS = ["email", "first_name", "last_name", "password", "password_confirm"]
 
-runtime = Runtime("register", passwords=True)
+runtime = Runtime("register", passwords=True, mail=True)
 
 
 def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
@@ -63,9 +69,19 @@ def create_account(body: Annotated[RegisterRequest, Body()]):
         runtime.count("RegistrationsThrottled")
         raise
     runtime.count("Registrations")
+    send_confirmation(user)
     if request.wants_json:
         return http.json_response(201, SignedInOut(user=UserOut(**user.as_json())).body())
     return http.redirect("/login/", [runtime.tokens.flash_cookie([REGISTERED])])
+
+
+def send_confirmation(user: User) -> None:
+    """Queue the new account's confirmation link; a failure is logged, never the registration's."""
+    try:
+        runtime.recovery.send_confirmation(user, now=runtime.now())
+    except DashgateError as err:
+        runtime.logger.error("Could not queue the confirmation mail", extra={"user_id": user.id})
+        runtime.log_error(err)
 
 
 lambda_handler = runtime.handler(edge)

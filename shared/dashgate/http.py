@@ -144,7 +144,7 @@ def default_headers(settings: Settings, content_type: str | None) -> dict[str, s
 
 
 def respond(status: int, body: str = "", content_type: str | None = HTML_TYPE, *,
-            headers: dict[str, str] | None = None, cookies: list[Cookie] | None = None) -> Response:
+            headers: dict[str, str] | None = None, cookies: list[Cookie | str] | None = None) -> Response:
     """A Powertools response (Set-Cookie travels in `cookies`: API Gateway's rule for payload 2.0)."""
     from aws_lambda_powertools.event_handler import Response
 
@@ -156,7 +156,14 @@ def json_response(status: int, payload: str, **kwargs: Any) -> Response:
     return respond(status, payload, JSON_TYPE, **kwargs)
 
 
-def redirect(location: str, cookies: list[Cookie] | None = None) -> Response:
+def path_cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
+    """A Set-Cookie value sent back only under `path` (RFC 6265 5.1.4), HttpOnly and SameSite=Lax;
+    `max_age=0` deletes it. (Our other cookies are `Path=/`: `sessions.Cookie`.)"""
+    return "; ".join([f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", *(["Secure"] if secure else []),
+                      "HttpOnly", "SameSite=Lax"])
+
+
+def redirect(location: str, cookies: list[Cookie | str] | None = None) -> Response:
     """303 See Other to a location already known to be local."""
     return respond(303, headers={"Location": location}, cookies=cookies)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from dashgate.errors import BadRequest, ValidationFailed
@@ -20,6 +21,8 @@ from dashgate.errors import BadRequest, ValidationFailed
 EMAIL_MAX = 254  # RFC 5321 path limit
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 NAME_MAX = 100
+#: A reset or confirmation token as we issue it is 43 characters (32 bytes, base64url); longer is not ours.
+TOKEN_MAX = 128
 #: A name or an address is one line of visible text: no C0/C1 control characters, no line or
 #: paragraph separators, no bidi overrides or zero-width characters that could disguise it.
 VISIBLE_TEXT = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]*$"
@@ -120,13 +123,19 @@ def text(*, strip: bool = True, lower: bool = False, min_length: int = 0, max_le
 
 
 NameText = text(min_length=1, max_length=NAME_MAX, visible=True)
+#: An address as typed, trimmed and lower-cased; its syntax is checked only at registration (signup).
+EmailText = text(lower=True, min_length=1, max_length=EMAIL_MAX, visible=True)
+NewPassword = text(strip=False, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+TokenText = text(min_length=1, max_length=TOKEN_MAX, visible=True)
+CsrfToken = Field(None, description="The form's CSRF token (browser forms only).")
+EMAIL_MESSAGES = {"missing": "Email is required.", "string_too_short": "Email is required.",
+                  "*": "Enter a valid email address."}
 
 
 class LoginRequest(Submission):
     """POST /login/: the credentials, and where to go next (browsers send `next` and `csrf_token`)."""
 
-    email: text(lower=True, min_length=1, max_length=EMAIL_MAX, visible=True) = Field(
-        description="The account's address; trimmed and lower-cased (any letter case signs in).")
+    email: EmailText = Field(description="The account's address; trimmed and lower-cased (any letter case signs in).")
     password: text(strip=False, min_length=1, max_length=PASSWORD_MAX) = Field(
         description="Checked exactly as sent.")
     remember_me: bool = Field(False, description="Keep the session for SESSION_REMEMBER_DAYS.")
@@ -135,8 +144,7 @@ class LoginRequest(Submission):
 
     checkboxes: ClassVar = ("remember_me",)
     messages: ClassVar = {
-        "email": {"missing": "Email is required.", "string_too_short": "Email is required.",
-                  "*": "Enter a valid email address."},
+        "email": EMAIL_MESSAGES,
         "password": {"missing": "Password is required.", "string_too_short": "Password is required.",
                      "string_too_long": f"Password must be at most {PASSWORD_MAX} characters."},
     }
@@ -149,6 +157,73 @@ class LogoutRequest(Submission):
     csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
 
     checkboxes: ClassVar = ("everywhere",)
+
+
+class ConfirmedPassword(Submission):
+    """A new password and its confirmation. Browser forms always send `password_confirm`, which must equal
+    `password`; a JSON body may send it too, and then the same rule holds (it is left out of the schema:
+    JSON Schema cannot say "equal to another field")."""
+
+    password: NewPassword = Field(description=f"The new password, {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
+    password_confirm: SkipJsonSchema[str | None] = None
+
+    messages: ClassVar = {
+        "password": {"*": f"Password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long."},
+        "password_confirm": {"*": "Passwords must match."},
+    }
+
+    @classmethod
+    def read_form(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """A browser always confirms the password: absent reads as empty."""
+        values.setdefault("password_confirm", "")
+        return values
+
+    @field_validator("password_confirm")
+    @classmethod
+    def matches(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """When sent, the confirmation equals the password."""
+        if value is not None and value != info.data.get("password", value):
+            raise PydanticCustomError("password_mismatch", "Passwords must match.")
+        return value
+
+
+class ForgotRequest(Submission):
+    """POST /password/forgot/: the address to send a reset link to, if it has an account."""
+
+    email: EmailText = Field(description="Trimmed and lower-cased; every address gets the same answer.")
+    csrf_token: str | None = CsrfToken
+
+    messages: ClassVar = {"email": EMAIL_MESSAGES}
+
+
+class ResetRequest(ConfirmedPassword):
+    """POST /password/reset/: the emailed token and the new password. Browsers send no token: theirs is
+    in the reset cookie that the link's GET set (the token never sits in a page)."""
+
+    token: TokenText | None = Field(None, description="The token of the emailed link (JSON clients).")
+    csrf_token: str | None = CsrfToken
+
+
+class ChangeRequest(ConfirmedPassword):
+    """POST /password/change/ (signed in): the current password and the new one."""
+
+    current_password: text(strip=False, min_length=1, max_length=PASSWORD_MAX) = Field(
+        description="The password the account has now.")
+    csrf_token: str | None = CsrfToken
+
+    messages: ClassVar = {
+        **ConfirmedPassword.messages,
+        "current_password": {"missing": "Current password is required.",
+                             "string_too_short": "Current password is required.",
+                             "string_too_long": "Your current password is incorrect"},
+    }
+
+
+class ConfirmRequest(Submission):
+    """POST /email/confirm/: confirm with the emailed token, or (signed in, no token) ask for a new link."""
+
+    token: TokenText | None = Field(None, description="The token of the emailed link; none asks for a new link.")
+    csrf_token: str | None = CsrfToken
 
 
 # -- responses ----------------------------------------------------------------------------------------
@@ -168,6 +243,7 @@ class UserOut(Reply):
     first_name: str | None
     last_name: str | None
     created_at: str = Field(description="ISO 8601, UTC.")
+    email_confirmed: bool = Field(description="The address has been confirmed (an emailed link, or a reset).")
 
 
 class SignedInOut(Reply):
@@ -186,6 +262,18 @@ class RegisterFieldsOut(Reply):
     """GET /register/ as JSON: the fields POST /register/ takes."""
 
     fields: list[str]
+
+
+class FieldsOut(Reply):
+    """A form's GET as JSON (account recovery): the fields its POST takes."""
+
+    fields: list[str]
+
+
+class MessageOut(Reply):
+    """202: accepted, and what happens next (the same text whatever the address)."""
+
+    message: str
 
 
 class LogoutNoticeOut(Reply):

@@ -90,6 +90,7 @@ def login_page(csrf_token: str, messages: list[str], *, next_url: str, values: d
             f'{hidden("csrf_token", csrf_token)}{hidden("next", next_url)}{email}{password}'
             f'<label class="check"><input type="checkbox" name="remember_me" value="y"{checked}> Remember me</label>'
             '<button type="submit">Log in</button></form>'
+            '<p class="alt"><a href="/password/forgot/">Forgot your password?</a></p>'
             '<p class="alt">New here? <a href="/register/">Create an account</a></p>')
     return layout("Log in", body)
 
@@ -104,6 +105,59 @@ def logout_page(csrf_token: str) -> str:
     return layout("Log out", body)
 
 
-def message_page(title: str, message: str) -> str:
-    """A page with one message and a way home."""
-    return layout(title, f'<p>{escape(message)}</p><p class="alt"><a href="/">Home</a></p>')
+def form_page(title: str, action: str, csrf_token: str, inner: str, button: str, *, messages: list[str] = (),
+              alert: str | None = None, after: str = "") -> str:
+    """A page with one POST form: notices, the CSRF token, the fields (`inner`) and a button."""
+    body = (f'{notices(list(messages), alert)}<form method="post" action="{escape(action)}" novalidate>'
+            f'{hidden("csrf_token", csrf_token)}{inner}<button type="submit">{escape(button)}</button></form>{after}')
+    return layout(title, body)
+
+
+def forgot_page(csrf_token: str, messages: list[str], *, email: str = "", errors: dict[str, str] | None = None,
+                alert: str | None = None) -> str:
+    """Ask for a password reset link."""
+    inner = ('<p>Enter the address you registered with, and we will email you a link to choose a new password.</p>'
+             + field("email", "Email", "email", email, error=(errors or {}).get("email"), autocomplete="email"))
+    return form_page("Forgot your password?", "/password/forgot/", csrf_token, inner, "Send me a link",
+                     messages=messages, alert=alert, after='<p class="alt"><a href="/login/">Back to log in</a></p>')
+
+
+def new_password_fields(errors: dict[str, str]) -> str:
+    """The new password, twice."""
+    return (field("password", "New password", "password", error=errors.get("password"), autocomplete="new-password")
+            + field("password_confirm", "Repeat new password", "password", error=errors.get("password_confirm"),
+                    autocomplete="new-password"))
+
+
+def reset_page(csrf_token: str, messages: list[str], *, errors: dict[str, str] | None = None,
+               alert: str | None = None) -> str:
+    """Choose a new password (the token rides in a cookie, never in the page)."""
+    return form_page("Choose a new password", "/password/reset/", csrf_token, new_password_fields(errors or {}),
+                     "Reset my password", messages=messages, alert=alert)
+
+
+def change_page(csrf_token: str, messages: list[str], *, errors: dict[str, str] | None = None,
+                alert: str | None = None) -> str:
+    """Change the password of the signed-in user."""
+    errors = errors or {}
+    inner = field("current_password", "Current password", "password", error=errors.get("current_password"),
+                  autocomplete="current-password") + new_password_fields(errors)
+    return form_page("Change your password", "/password/change/", csrf_token, inner, "Change my password",
+                     messages=messages, alert=alert)
+
+
+def confirm_page(csrf_token: str, messages: list[str], *, token: str | None, alert: str | None = None) -> str:
+    """Confirm the address with the emailed token (a button: a GET must change nothing), or, signed in
+    without a token, ask for a new link."""
+    if token is None:
+        inner = "<p>We can email you a new link to confirm your address.</p>"
+        return form_page("Confirm your email address", "/email/confirm/", csrf_token, inner,
+                         "Send me a new link", messages=messages, alert=alert)
+    return form_page("Confirm your email address", "/email/confirm/", csrf_token, hidden("token", token),
+                     "Confirm my email address", messages=messages, alert=alert)
+
+
+def message_page(title: str, message: str, link: tuple[str, str] = ("Home", "/")) -> str:
+    """A page with one message and a way on (home, unless `link` names another (text, path))."""
+    text, href = link
+    return layout(title, f'<p>{escape(message)}</p><p class="alt"><a href="{escape(href)}">{escape(text)}</a></p>')
