@@ -87,6 +87,8 @@ class EmailNotConfirmed(DashgateError):
 
     status, code = 403, "email_not_confirmed"
     message = "Please confirm your email address first. We have sent you a new link."
+    #: The account (a store.User), set by Users.authenticate: the login route asks for its new link.
+    user: object | None = None
 
 
 class Throttled(DashgateError):
