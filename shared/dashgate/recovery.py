@@ -176,7 +176,7 @@ class Recovery:
 
     def send_confirmation(self, user: User, *, now: datetime) -> None:
         """Enqueue a confirmation link for `user` unless the address is confirmed already (the mailer
-        applies the per-address limits, so this does the same work whether or not one is sent)."""
+        applies the per-address limits, in `issue`)."""
         if not user.email_confirmed:
             self.queue.send(MailRequest("email_confirm", user.email, user.id))
 
