@@ -17,15 +17,24 @@ from tests.support import ROOT, load_handler
 TOOLS = ROOT / ".venv-tools" / "bin"
 OFFLINE_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1",
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: The route functions (each behind the alias `live`).
 FUNCTIONS = {"register": "RegisterFunction", "login": "LoginFunction", "logout": "LogoutFunction",
-             "health": "HealthFunction"}
+             "health": "HealthFunction", "forgot": "ForgotPasswordFunction", "reset": "ResetPasswordFunction",
+             "change": "ChangePasswordFunction", "confirm": "ConfirmEmailFunction"}
 #: The SPEC's route table: path → (function, methods).
 SPEC_ROUTES = {"/register/": ("RegisterFunction", {"GET", "POST"}), "/login/": ("LoginFunction", {"GET", "POST"}),
-               "/logout/": ("LogoutFunction", {"GET", "POST"}), "/healthcheck/": ("HealthFunction", {"GET"})}
+               "/logout/": ("LogoutFunction", {"GET", "POST"}), "/healthcheck/": ("HealthFunction", {"GET"}),
+               "/password/forgot/": ("ForgotPasswordFunction", {"GET", "POST"}),
+               "/password/reset/": ("ResetPasswordFunction", {"GET", "POST"}),
+               "/password/change/": ("ChangePasswordFunction", {"GET", "POST"}),
+               "/email/confirm/": ("ConfirmEmailFunction", {"GET", "POST"})}
+#: The functions that put mail on the mail queue (one message per POST).
+MAIL_SENDERS = {"RegisterFunction", "LoginFunction", "ForgotPasswordFunction", "ResetPasswordFunction",
+                "ChangePasswordFunction", "ConfirmEmailFunction"}
 
 
 OTHER_FUNCTIONS = {"migrate": "MigrateFunction", "authorizer": "AuthorizerFunction",
-                   "housekeeping": "HousekeepingFunction"}
+                   "housekeeping": "HousekeepingFunction", "mailer": "MailerFunction"}
 
 
 class NoManagedPolicies:
@@ -115,7 +124,8 @@ def test_every_other_path_goes_to_the_dashboard(translated: dict) -> None:
     routes = route_table(translated)
 
     assert routes["$default"] == "http_proxy:DashboardUrl"
-    for method, path in [("GET", "/"), ("GET", "/dash/"), ("POST", "/_dash-update-component"), ("GET", "/loginx")]:
+    for method, path in [("GET", "/"), ("GET", "/dash/"), ("POST", "/_dash-update-component"), ("GET", "/loginx"),
+                         ("GET", "/password/"), ("GET", "/email/confirmx"), ("GET", "/_outbox/")]:
         assert gateway_match(routes, method, path) == "http_proxy:DashboardUrl"
 
 
@@ -165,7 +175,7 @@ def test_secrets_are_read_with_least_privilege(translated: dict) -> None:
     assert secret["GenerateStringKey"] == "current" and secret["PasswordLength"] >= 32  # the shape sessions reads
     for name, policy in policies.items():
         assert "DbSecretArn" in policy
-        assert ("SessionSecret" in policy) == (name in ("register", "login", "logout", "authorizer"))
+        assert ("SessionSecret" in policy) == (name not in ("health", "migrate", "housekeeping", "mailer"))
     roles = [r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     for role in roles:
         for statement in json.dumps(role["Properties"].get("Policies", [])).split("Statement")[1:]:
@@ -186,7 +196,7 @@ def test_operations_resources_are_present(translated: dict) -> None:
 
 def test_code_that_needs_the_schema_waits_for_the_migration(translated: dict) -> None:
     resources = translated["Resources"]
-    needs_schema = [*FUNCTIONS.values(), "AuthorizerFunction", "HousekeepingFunction"]
+    needs_schema = [*FUNCTIONS.values(), "AuthorizerFunction", "HousekeepingFunction", "MailerFunction"]
 
     # the function, hence its published version and alias (they refer to it), hence the routes to it
     for logical in needs_schema:
@@ -339,7 +349,7 @@ def versions(cfn: dict) -> dict[str, str]:
             for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::Alias"}
 
 
-def test_snapstart_is_a_parameter_off_by_default_for_the_four_functions(translated: dict) -> None:
+def test_snapstart_is_a_parameter_off_by_default_for_the_route_functions(translated: dict) -> None:
     template = yaml_parse((ROOT / "template.yaml").read_text())
     functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
 
@@ -460,13 +470,13 @@ def test_a_customer_managed_key_on_the_database_secret_can_be_granted(translated
                                                                                          .get("Policies", []))]
 
     assert template["Parameters"]["DbSecretKmsKeyArn"]["Default"] == ""
-    assert len(readers) == 7
+    assert len(readers) == len(FUNCTIONS) + len(OTHER_FUNCTIONS)
     for logical in readers:
         grant = json.dumps(template["Resources"][logical]["Properties"]["Policies"])
         assert '"Fn::If": ["HasDbSecretKmsKey"' in grant and '"kms:Decrypt"' in grant, logical
         assert "secretsmanager.${AWS::Region}.amazonaws.com" in grant  # only through Secrets Manager
     roles = json.dumps([r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"])
-    assert roles.count('"Ref": "DbSecretKmsKeyArn"') == 7
+    assert roles.count('"Ref": "DbSecretKmsKeyArn"') == len(readers)
 
 
 def test_each_function_logs_to_its_own_group_with_retention_made_before_it(translated: dict) -> None:
@@ -481,3 +491,100 @@ def test_each_function_logs_to_its_own_group_with_retention_made_before_it(trans
         assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         # the group's name does not depend on the function, so the function can depend on the group
         assert logical not in json.dumps(resources[group]["Properties"]["LogGroupName"]), logical
+
+
+# -- account mail ----------------------------------------------------------------------------------
+def test_the_mail_queue_is_encrypted_with_a_dead_letter_queue_and_an_alarm(translated: dict) -> None:
+    resources = translated["Resources"]
+    queue, dead = resources["MailQueue"]["Properties"], resources["MailDeadLetterQueue"]["Properties"]
+    alarm = resources["MailDeadLetterAlarm"]["Properties"]
+    mailer = resources["MailerFunction"]["Properties"]
+
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["MailDeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": 5}
+    assert queue["SqsManagedSseEnabled"] is dead["SqsManagedSseEnabled"] is True
+    assert dead["MessageRetentionPeriod"] == 14 * 86400
+    # AWS: a visibility timeout of at least six times the function's timeout
+    assert queue["VisibilityTimeout"] >= 6 * mailer["Timeout"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["MailDeadLetterQueue", "QueueName"]}}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_mailer_consumes_the_queue_reporting_batch_item_failures(translated: dict) -> None:
+    mappings = [r["Properties"] for r in translated["Resources"].values()
+                if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+
+    assert len(mappings) == 1
+    [mapping] = mappings
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["MailQueue", "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": "MailerFunction"}
+    assert mapping["BatchSize"] == 10 and mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def statements(cfn: dict, logical: str) -> list[dict]:
+    """Every statement of the inline policies of a function's role."""
+    role = cfn["Resources"][cfn["Resources"][logical]["Properties"]["Role"]["Fn::GetAtt"][0]]
+    found = []
+    for policy in role["Properties"].get("Policies", []):
+        granted = policy["Fn::If"][1] if "Fn::If" in policy else policy  # a conditional grant: its "true" branch
+        found += granted["PolicyDocument"]["Statement"]
+    return found
+
+
+def test_only_the_mailer_may_send_email_and_only_from_the_mail_from_address(translated: dict) -> None:
+    functions = [k for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"]
+    senders = [f for f in functions if "ses:" in json.dumps(statements(translated, f))]
+    [grant] = [s for s in statements(translated, "MailerFunction") if "ses:SendEmail" in json.dumps(s["Action"])]
+
+    assert senders == ["MailerFunction"]
+    assert grant["Action"] == "ses:SendEmail" and "*" not in json.dumps(grant["Resource"])
+    identity, domain, configuration_set = grant["Resource"]
+    assert identity == {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/"
+                                   "${MailFromAddress}"}
+    assert domain["Fn::Sub"][1] == {"Domain": {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "MailFromAddress"}]}]}}
+    assert configuration_set["Fn::If"][0] == "HasSesConfigurationSet"
+    assert "configuration-set/${SesConfigurationSet}" in configuration_set["Fn::If"][1]["Fn::Sub"]
+    assert configuration_set["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert grant["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "MailFromAddress"}}}
+
+
+def test_the_functions_that_send_mail_may_send_to_the_mail_queue_only(translated: dict) -> None:
+    functions = [k for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"]
+    allowed = {f: [s for s in statements(translated, f) if "sqs:SendMessage" in json.dumps(s["Action"])]
+               for f in functions}
+
+    assert {f for f, grants in allowed.items() if grants} == MAIL_SENDERS
+    for logical in MAIL_SENDERS:
+        assert "MailQueue" in json.dumps(allowed[logical]) and "*" not in json.dumps(allowed[logical][0]["Resource"])
+
+
+def test_every_function_knows_the_mail_settings(translated: dict) -> None:
+    functions = {k: r for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Function"
+                 and k != "ConfigDigestFunction"}
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+
+    for logical, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["PUBLIC_BASE_URL"] == {"Ref": "PublicBaseUrl"}, logical
+        assert variables["MAIL_QUEUE_URL"] == {"Ref": "MailQueue"}, logical
+        assert variables["REQUIRE_CONFIRMED_EMAIL"] == {"Ref": "RequireConfirmedEmail"}, logical
+        assert "MAIL_FROM" in variables and "SES_CONFIGURATION_SET" in variables, logical
+    parameters = template["Parameters"]
+    assert parameters["RequireConfirmedEmail"]["Default"] == "false"
+    assert parameters["SesConfigurationSet"]["Default"] == ""
+    assert re.fullmatch(parameters["PublicBaseUrl"]["AllowedPattern"], "https://dash.example.com")
+    assert not re.fullmatch(parameters["PublicBaseUrl"]["AllowedPattern"], "http://dash.example.com")
+    assert re.fullmatch(parameters["MailFromAddress"]["AllowedPattern"], "no-reply@example.com")
+    assert not re.fullmatch(parameters["MailFromAddress"]["AllowedPattern"], "Name <no-reply@example.com>")
+
+
+def test_the_mail_from_header_the_template_builds_is_one_address(translated: dict) -> None:
+    from email.utils import parseaddr
+
+    mail_from = translated["Resources"]["LoginFunction"]["Properties"]["Environment"]["Variables"]["MAIL_FROM"]
+    with_name = mail_from["Fn::If"][1]["Fn::Sub"].replace("${MailFromName}", "Stocks, Inc.").replace(
+        "${MailFromAddress}", "no-reply@example.com")
+
+    assert mail_from["Fn::If"][0] == "HasMailFromName" and mail_from["Fn::If"][2] == {"Ref": "MailFromAddress"}
+    assert parseaddr(with_name) == ("Stocks, Inc.", "no-reply@example.com")  # quoted: a comma stays in the name
