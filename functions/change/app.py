@@ -18,6 +18,8 @@ PATH = "/password/change/"
 CHANGED = "Your password has been changed."
 #: Where a signed-out browser goes: the login page, and back here after signing in.
 SIGN_IN_FIRST = f"/login/?next={PATH}"
+#: What 401 means here (openapi.WHY words it for the login).
+NOT_SIGNED_IN = {401: {**errors(401)[401], "description": "Not signed in (JSON; browsers go to the login page)"}}
 FIELDS = ["current_password", "password", "password_confirm"]
 
 runtime = Runtime("change", passwords=True, mail=True)
@@ -41,7 +43,7 @@ app = edge.app
 @edge.route(PATH, "GET", summary="The form to change the password (signed in)",
             responses={200: {"description": "The form (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
-                       303: SEE_OTHER, **errors(401, 503)})
+                       303: SEE_OTHER, **errors(503), **NOT_SIGNED_IN})
 def show_form():
     """The form for a signed-in user; others sign in first (JSON: 401)."""
     request = edge.request()
@@ -55,7 +57,7 @@ def show_form():
 
 @edge.route(PATH, "POST", summary="Change the password: other sessions signed out, this one replaced",
             responses={204: {"description": "Changed (JSON); the new session's cookie is set"},
-                       303: SEE_OTHER, **errors(400, 401, 403, 413, 415, 422, 429, 503)})
+                       303: SEE_OTHER, **errors(400, 403, 413, 415, 422, 429, 503), **NOT_SIGNED_IN})
 def change_password(body: Annotated[ChangeRequest, Body()]):
     """Check the current password, set the new one, and carry on in a new session."""
     request = edge.request()

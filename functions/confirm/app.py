@@ -28,6 +28,10 @@ SENT = "We have sent you a new confirmation link."
 ALREADY = "Your email address is already confirmed."
 SIGN_IN_FIRST = f"/login/?next={PATH}"
 NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+#: What 400 and 401 mean here (openapi.WHY words them for the sign-in routes).
+BAD_LINK = {400: {**errors(400)[400], "description": "The link is missing, used, expired or forged, or the body "
+                                                     "could not be read"},
+            401: {**errors(401)[401], "description": "No token, and not signed in"}}
 Token = Annotated[str | None, Query(description="The emailed link's token.")]
 
 runtime = Runtime("confirm", mail=True)
@@ -66,7 +70,7 @@ def signed_in_user(request: Request) -> User | None:
 @edge.route(PATH, "GET", summary="The emailed link: a button that confirms (this GET changes nothing)",
             responses={200: {"description": "The button (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
-                       303: SEE_OTHER, **errors(400, 401, 503)})
+                       303: SEE_OTHER, **errors(503), **BAD_LINK})
 def show_button(token: Token = None):
     """With a token: the confirm button, when the token is outstanding. Without: the button that asks
     for a new link (signed in), or the login page."""
@@ -89,7 +93,7 @@ def show_button(token: Token = None):
                        200: {"description": "Already confirmed: nothing sent (JSON)",
                              "content": json_content(MessageOut)},
                        204: {"description": "Confirmed (JSON)"}, 303: SEE_OTHER,
-                       **errors(400, 401, 403, 413, 415, 422, 503)})
+                       **errors(403, 413, 415, 422, 503), **BAD_LINK})
 def confirm(body: Annotated[ConfirmRequest, Body()]):
     """Confirm with the token; without one, send a signed-in user a new link."""
     request = edge.request()

@@ -16,6 +16,9 @@ from dashgate.runtime import Runtime
 from dashgate.users import SignIn
 
 runtime = Runtime("login", passwords=True, mail=True)
+#: 403 is also REQUIRE_CONFIRMED_EMAIL's answer (openapi.WHY names only CSRF).
+REFUSED = {403: {**errors(403)[403], "description": "CSRF: no valid token, or another site's Origin; or, with "
+                  "REQUIRE_CONFIRMED_EMAIL, an unconfirmed address (a new link is sent)"}}
 Next = Annotated[str | None, Query(description="A local path to go to after signing in; anything else is ignored.")]
 
 
@@ -53,7 +56,7 @@ def show_form(next: Next = None):
 
 @edge.route("/login/", "POST", summary="Sign in: a new session and its cookie",
             responses={200: {"description": "Signed in (JSON)", "content": json_content(SignedInOut)},
-                       303: SEE_OTHER, **errors(400, 401, 403, 413, 415, 422, 429, 503)})
+                       303: SEE_OTHER, **errors(400, 401, 413, 415, 422, 429, 503), **REFUSED})
 def sign_in(body: Annotated[LoginRequest, Body()], next: Next = None):
     """Check the password, start a new session, and send the browser on."""
     request = edge.request()

@@ -25,6 +25,9 @@ RESET = "Your password has been reset. You may now login."
 NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 #: What a token of ours looks like (base64url); anything else is not put in a cookie.
 TOKEN_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{1,{TOKEN_MAX}}}")
+#: 400 here is mostly the link (openapi.WHY names only the unreadable body).
+BAD_LINK = {400: {**errors(400)[400], "description": "The link is missing, used, expired or forged, or the body "
+                                                     "could not be read"}}
 Token = Annotated[str | None, Query(description="The emailed link's token: kept in a cookie, then a redirect "
                                                 "to the tokenless page.")]
 
@@ -68,7 +71,7 @@ app = edge.app
 @edge.route(PATH, "GET", summary="The emailed link (a token: kept in a cookie, 303 to this page), then the form",
             responses={200: {"description": "The form (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
-                       303: SEE_OTHER, **errors(400, 503)})
+                       303: SEE_OTHER, **errors(503), **BAD_LINK})
 def show_form(token: Token = None):
     """A link's token goes into the cookie (nothing else changes); the tokenless page shows the form
     when its cookie holds an outstanding token. JSON clients send the token in the query."""
@@ -88,7 +91,7 @@ def show_form(token: Token = None):
 
 @edge.route(PATH, "POST", summary="Set a new password with the emailed token; every session is signed out",
             responses={204: {"description": "Password reset (JSON); no session is created"},
-                       303: SEE_OTHER, **errors(400, 403, 413, 415, 422, 503)})
+                       303: SEE_OTHER, **errors(403, 413, 415, 422, 503), **BAD_LINK})
 def reset_password(body: Annotated[ResetRequest, Body()]):
     """Set the password with the token (the body's, else the cookie's), then browsers log in afresh."""
     request = edge.request()
