@@ -112,6 +112,20 @@ def read_schedules(template: Path = ROOT / "template.yaml") -> list[Schedule]:
     return schedules
 
 
+def read_queue_consumers(template: Path = ROOT / "template.yaml") -> list[Route]:
+    """Every function that an SQS event of the SAM template feeds (the mailer); method and path are empty."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    consumers = []
+    for logical_id, resource in yaml_parse(template.read_text())["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        if any(event.get("Type") == "SQS" for event in (props.get("Events") or {}).values()):
+            consumers.append(Route("", "", logical_id, ROOT / props["CodeUri"], props["Handler"]))
+    return consumers
+
+
 def select_route(routes: Iterable[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
     """API Gateway's choice: an exact route first, then the longest greedy match; None means $default."""
     candidates = [(route, params) for route in routes if (params := route.matches(method, path)) is not None]

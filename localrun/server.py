@@ -29,11 +29,13 @@ from localrun.gateway import (
     LambdaContext,
     Schedule,
     build_event,
+    read_queue_consumers,
     read_routes,
     read_schedules,
     response_parts,
     select_route,
 )
+from localrun.outbox import POLL_SECONDS, MailPump, OutboxPages
 from localrun.postgres import Cluster, PostgresNotFound
 
 #: The public API's description (OpenAPI 3.1), served at /openapi.json.
@@ -69,6 +71,24 @@ class Gateway:
         self.scheduled = {s.route.function: Environments(s.route, 1) for s in read_schedules()}
         for schedule in read_schedules():
             threading.Thread(target=self._run_on_schedule, args=(schedule,), daemon=True).start()
+        # Mail: the request path spools each message under MAIL_OUTBOX_DIR; the mailer takes it from
+        # there as SQS would hand it over, and writes each mail to the outbox, shown at /_outbox/.
+        outbox = Path(os.environ.get("MAIL_OUTBOX_DIR") or LOCAL_DIR / "outbox")
+        self.outbox = OutboxPages(outbox, os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1")
+        self.consumers = {route.function: Environments(route, 1) for route in read_queue_consumers()}
+        if not os.environ.get("MAIL_QUEUE_URL"):  # a real SQS queue has its own consumer
+            for environments in self.consumers.values():
+                pump = MailPump(outbox, environments)
+                threading.Thread(target=self._pump_mail, args=(pump,), daemon=True).start()
+
+    def _pump_mail(self, pump: MailPump) -> None:
+        """What the SQS event source mapping does in AWS: the spooled messages to the mailer, in batches."""
+        while not self._stopping.wait(POLL_SECONDS):
+            try:
+                while pump.pump_once():
+                    pass
+            except Exception:  # the next look tries again; the server keeps serving
+                print(traceback.format_exc(), end="", flush=True)
 
     def _run_on_schedule(self, schedule: Schedule) -> None:
         """What EventBridge Scheduler does in AWS: the function at start, then at its rate."""
@@ -88,6 +108,8 @@ class Gateway:
         parts = urlsplit(target)
         if method in ("GET", "HEAD") and (local := serve_locally(parts.path)) is not None:
             return local
+        if method in ("GET", "HEAD") and (parts.path == "/_outbox" or parts.path.startswith("/_outbox/")):
+            return self.outbox.respond(parts.path)
         chosen = select_route(self.routes, method, parts.path)
         if chosen is None:
             if self.dashboard_url:
@@ -102,14 +124,15 @@ class Gateway:
     def close(self) -> None:
         """Stop the schedules; close every environment's database connection, and the guard's."""
         self._stopping.set()
-        for environments in [*self.environments.values(), *self.scheduled.values()]:
+        for environments in [*self.environments.values(), *self.scheduled.values(), *self.consumers.values()]:
             environments.close()
         if self.builtin is not None:
             self.builtin.store.close()
 
 
 def serve_locally(path: str) -> tuple[int, list[tuple[str, str]], bytes, str] | None:
-    """What only this server answers, not the API in AWS: /openapi.json, and Swagger UI at /docs/."""
+    """What only this server answers, not the API in AWS: /openapi.json, and Swagger UI at /docs/
+    (and the outbox at /_outbox/, which Gateway.handle serves)."""
     if path == "/openapi.json":
         return 200, [("Content-Type", "application/json")], OPENAPI.read_bytes(), "openapi.json"
     if path in ("/docs", "/docs/"):
@@ -229,11 +252,14 @@ def make_handler(gateway: Gateway, read_timeout: float = BODY_TIMEOUT_SECONDS) -
     return Handler
 
 
-def prepare_environment() -> Cluster | None:
-    """Local defaults, a development signing key, and a database: DATABASE_URL or the embedded one."""
+def prepare_environment(port: int = 3000) -> Cluster | None:
+    """Local defaults, a development signing key, and a database: DATABASE_URL or the embedded one.
+    Mail goes to the outbox (MAIL_OUTBOX_DIR, .local/outbox), its links to this server (PUBLIC_BASE_URL)."""
     for name, value in LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     LOCAL_DIR.mkdir(exist_ok=True)
+    os.environ.setdefault("MAIL_OUTBOX_DIR", str(LOCAL_DIR / "outbox"))
+    os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
     if not os.environ.get("SESSION_SECRETS") and not os.environ.get("SESSION_SECRET_ARN"):
         os.environ["SESSION_SECRETS"] = _development_key(LOCAL_DIR / "session-key")
     cluster = None
@@ -264,18 +290,20 @@ def main() -> int:
     """Serve until Ctrl-C; stop the embedded database this process started."""
     # Powertools warns on every request that published no metric; locally metrics are off anyway.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+    port = int(os.environ.get("PORT", "3000"))
     try:
-        cluster = prepare_environment()
+        cluster = prepare_environment(port)
     except PostgresNotFound as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     gateway = Gateway(os.environ.get("DASHBOARD_URL") or None)
-    port = int(os.environ.get("PORT", "3000"))
     read_timeout = float(os.environ.get("LOCAL_BODY_TIMEOUT_SECONDS", BODY_TIMEOUT_SECONDS))
     server = LocalHTTPServer(("127.0.0.1", port), make_handler(gateway, read_timeout))
     where = os.environ["DASHBOARD_URL"] if gateway.dashboard_url else "the built-in page at /dash/"
     print(f"dashgate is running at http://127.0.0.1:{port}/ (everything else goes to {where}). Ctrl-C stops it.",
           flush=True)
+    if not os.environ.get("MAIL_QUEUE_URL"):
+        print(f"Mail it sends is at http://127.0.0.1:{port}/_outbox/", flush=True)
     # Ctrl-C and TERM stop cleanly, even when started from a shell that ignores SIGINT for
     # background jobs (Python then would not install its own handler).
     signal.signal(signal.SIGINT, _interrupt)

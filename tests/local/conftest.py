@@ -23,7 +23,8 @@ class LocalServer:
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_", "DATABASE_URL", "DASHBOARD"))}
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("SESSION_", "DATABASE_URL", "DASHBOARD", "MAIL_", "PUBLIC_BASE_URL"))}
         self.process = subprocess.Popen([sys.executable, "-m", "localrun"], cwd=ROOT, text=True,
                                         env={**full_env, "PORT": str(self.port), **env},
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
