@@ -183,9 +183,9 @@ class Transport(Protocol):
 
 
 class SesTransport:
-    """Amazon SES v2 SendEmail with Simple content (subject, text, HTML). SES never rewrites our links:
-    click tracking is a configuration set's event destination, which dashgate's documented
-    SES_CONFIGURATION_SET leaves out (README: Account recovery)."""
+    """Amazon SES v2 SendEmail with Simple content (subject, text, HTML). SES rewrites links only for a
+    configuration set that tracks clicks, so SES_CONFIGURATION_SET must name none that does (README:
+    "Account mail"): a reset link must not pass its token through a tracking domain."""
 
     def __init__(self, settings: Settings, endpoint: Endpoint | None = None) -> None:
         from dashgate.aws import Endpoint, current_region, endpoint_override
