@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-
 from dashgate import http, pages
-from dashgate.edge import Edge
+from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, InvalidToken, NotSignedIn
 from dashgate.http import Request
 from dashgate.models import ConfirmRequest, FieldsOut, MessageOut

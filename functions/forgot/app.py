@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from dashgate import http, pages
-from dashgate.edge import Edge
+from dashgate.edge import Body, Edge
 from dashgate.errors import DashgateError, Throttled
 from dashgate.http import Request
 from dashgate.models import FieldsOut, ForgotRequest, MessageOut

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-
 from dashgate import http, pages
-from dashgate.edge import Edge
+from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, EmailNotConfirmed, InvalidCredentials, Throttled
 from dashgate.http import Request
 from dashgate.models import LoginRequest, SessionOut, SignedInOut, UserOut

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Body
-
 from dashgate import http, pages
-from dashgate.edge import Edge
+from dashgate.edge import Body, Edge
 from dashgate.http import Request
 from dashgate.models import LogoutNoticeOut, LogoutRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content

@@ -10,17 +10,32 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
+from dashgate.lazy import defer_init
+
+# Powertools' package inits import every resolver and every event class it has: load only the HTTP API
+# resolver's modules (dashgate.lazy says why and what it saves). Before the first Powertools import.
+defer_init("aws_lambda_powertools.event_handler")
+defer_init("aws_lambda_powertools.utilities.data_classes")
+
+from aws_lambda_powertools.event_handler.api_gateway import (  # noqa: E402
+    APIGatewayHttpResolver,
+    Response,
+    ResponseBuilder,
+)
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError  # noqa: E402
+from aws_lambda_powertools.event_handler.openapi.exceptions import (  # noqa: E402
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from dashgate import http
-from dashgate.errors import (
+# Body and Query: the functions' route signatures take them from here, after the deferral above.
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query  # noqa: E402, F401
+from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import (  # noqa: E402
+    APIGatewayProxyEventV2,
+)
+
+from dashgate import http  # noqa: E402
+from dashgate.errors import (  # noqa: E402
     CsrfRejected,
     DashgateError,
     MethodNotAllowed,
@@ -28,8 +43,8 @@ from dashgate.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from dashgate.http import Request
-from dashgate.models import Submission, json_object
+from dashgate.http import Request  # noqa: E402
+from dashgate.models import Submission, json_object  # noqa: E402
 
 if TYPE_CHECKING:
     from dashgate.runtime import Runtime

@@ -1,0 +1,47 @@
+"""dashgate.lazy: a function loads the Powertools modules it uses, and the packages still work whole."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+PROBE = """
+import json, sys
+sys.path[0:0] = [{function!r}, {layer!r}]
+import app
+loaded = sorted(m for m in sys.modules if m.startswith("aws_lambda_powertools."))
+from aws_lambda_powertools.event_handler import AppSyncResolver, APIGatewayHttpResolver
+from aws_lambda_powertools.utilities.data_classes import SQSEvent, APIGatewayProxyEventV2
+import aws_lambda_powertools.event_handler as handlers
+print(json.dumps({{"loaded": loaded, "all": sorted(handlers.__all__),
+                   "same_class": APIGatewayHttpResolver is type(app.app).__mro__[1],
+                   "event": APIGatewayProxyEventV2.__name__, "sqs": SQSEvent.__name__,
+                   "appsync": AppSyncResolver.__module__}}))
+"""
+
+
+def test_a_function_loads_only_the_http_resolver_and_the_packages_still_answer_every_name() -> None:
+    # GIVEN the login function imported in a fresh interpreter, as Lambda does
+    env = {"DATABASE_URL": "postgresql://x@127.0.0.1:1/x", "SESSION_SECRETS": "b" * 48,
+           "AWS_DEFAULT_REGION": "eu-west-1", "MAIL_OUTBOX_DIR": "/tmp/dashgate-lazy-outbox",
+           "PUBLIC_BASE_URL": "https://dash.example.test", "PATH": "/usr/bin:/bin"}
+    probe = PROBE.format(function=str(ROOT / "functions" / "login"), layer=str(ROOT / "shared"))
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    # THEN none of the other resolvers or event classes was loaded at import
+    loaded = result["loaded"]
+    assert "aws_lambda_powertools.event_handler.api_gateway" in loaded
+    for unused in ("aws_lambda_powertools.event_handler.appsync", "aws_lambda_powertools.event_handler.bedrock_agent",
+                   "aws_lambda_powertools.event_handler.vpc_lattice",
+                   "aws_lambda_powertools.utilities.data_classes.kafka_event",
+                   "aws_lambda_powertools.utilities.data_classes.s3_event"):
+        assert unused not in loaded
+    # AND every name of the packages is still there when asked for, from the modules that define it
+    assert result["same_class"] and result["event"] == "APIGatewayProxyEventV2" and result["sqs"] == "SQSEvent"
+    assert result["appsync"] == "aws_lambda_powertools.event_handler.appsync"
+    assert "APIGatewayHttpResolver" in result["all"] and "AppSyncResolver" in result["all"]
