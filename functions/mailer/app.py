@@ -10,12 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from dashgate.lazy import defer_init
 
-from dashgate.mail import MailRequest
-from dashgate.mailer import Mailer, transport_for
-from dashgate.runtime import Runtime
+# Powertools' data_classes init imports its forty event classes; batch processing needs three
+# (dashgate.lazy says why). Before the first Powertools import.
+defer_init("aws_lambda_powertools.utilities.data_classes")
+
+from aws_lambda_powertools.utilities.batch import (  # noqa: E402
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord  # noqa: E402
+
+from dashgate.mail import MailRequest  # noqa: E402
+from dashgate.mailer import Mailer, transport_for  # noqa: E402
+from dashgate.runtime import Runtime  # noqa: E402
 
 runtime = Runtime("mailer", sessions=False)
 mailer = Mailer(runtime.settings, runtime.recovery, transport_for(runtime.settings))
