@@ -74,9 +74,11 @@ class Edge:
     """One function's routes. `route("/login/", "GET", "POST")` serves `/login/` and `/login` (API
     Gateway sends both), and HEAD with GET; any other method on those paths is a 405 with Allow."""
 
-    def __init__(self, runtime: Runtime, *, form: FormPage | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, form: FormPage | None = None, null_origin: bool = False) -> None:
         self.runtime = runtime
         self.form = form
+        #: The forms are on `Referrer-Policy: no-referrer` pages, which post `Origin: null` (http.require_csrf).
+        self.null_origin = null_origin
         self.app = Resolver(enable_validation=True, json_body_deserializer=json_object)
         self.app.exception_handler(Exception)(self.on_error)
         #: path -> the methods it answers, for Allow.
@@ -116,7 +118,7 @@ class Edge:
         except DashgateError as err:
             return self.refuse(event, err)
         try:
-            return self.finish(Request.from_event(event).method, self.app.resolve(event, context))
+            return self.finish(http.method_of(event), self.app.resolve(event, context))
         except Exception as exc:  # what the exception handler could not answer (its form needed the keys...)
             return self.refuse(event, exc if isinstance(exc, DashgateError) else DashgateError())
 
@@ -191,7 +193,7 @@ class Edge:
             return None
         try:
             http.require_csrf(request, self.submitted(request).get("csrf_token"), self.runtime.tokens,
-                              self.runtime.settings)
+                              self.runtime.settings, null_origin=self.null_origin)
         except CsrfRejected as err:
             return err
         return None

@@ -11,6 +11,7 @@ import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
@@ -28,7 +29,7 @@ from dashgate.errors import (
 from dashgate.settings import MAX_BODY_BYTES, Settings
 
 if TYPE_CHECKING:  # health answers without cookies or signing keys: it need not import itsdangerous
-    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.event_handler.api_gateway import Response
     from aws_lambda_powertools.shared.cookies import Cookie
 
     from dashgate.sessions import Tokens
@@ -69,7 +70,7 @@ class Request:
         http_ctx = (event.get("requestContext") or {}).get("http") or {}
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         return cls(
-            method=str(http_ctx.get("method") or "GET").upper(),
+            method=method_of(event),
             path=str(event.get("rawPath") or http_ctx.get("path") or "/"),
             headers=headers,
             cookies=parse_cookies(event.get("cookies") or []),
@@ -85,12 +86,18 @@ class Request:
         """The media type without parameters, lower-case."""
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
-    @property
+    @cached_property
     def wants_json(self) -> bool:
-        """A JSON request: a JSON body (POST), or an Accept that prefers JSON to HTML (GET)."""
+        """A JSON request: a JSON body (POST), or an Accept that prefers JSON to HTML (GET). (Read once:
+        a request asks several times.)"""
         if self.method == "POST" and self.content_type == JSON_TYPE:
             return True
         return prefers_json(self.headers.get("accept", ""))
+
+
+def method_of(event: dict[str, Any]) -> str:
+    """The request method of an event (what `Request.from_event` reads, without reading the rest)."""
+    return str(((event.get("requestContext") or {}).get("http") or {}).get("method") or "GET").upper()
 
 
 def admit(event: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def default_headers(settings: Settings, content_type: str | None) -> dict[str, s
 def respond(status: int, body: str = "", content_type: str | None = HTML_TYPE, *,
             headers: dict[str, str] | None = None, cookies: list[Cookie | str] | None = None) -> Response:
     """A Powertools response (Set-Cookie travels in `cookies`: API Gateway's rule for payload 2.0)."""
-    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.event_handler.api_gateway import Response
 
     return Response(status, content_type if body else None, body, headers=headers or {}, cookies=cookies or [])
 
@@ -270,6 +277,12 @@ def is_same_origin_fetch(request: Request, settings: Settings) -> bool:
         is_ours(request.headers.get("referer"), request, settings)
 
 
+def is_null_origin_of_ours(request: Request) -> bool:
+    """`Origin: null` on a request that Fetch Metadata says this site's own page made."""
+    return request.headers.get("origin", "").strip() == "null" and \
+        request.headers.get("sec-fetch-site", "").lower() == "same-origin"
+
+
 def is_cross_site(request: Request) -> bool:
     """Fetch Metadata says another site started this request."""
     return request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
@@ -288,9 +301,14 @@ def is_user_navigation(request: Request, settings: Settings) -> bool:
     return is_same_origin_fetch(request, settings)
 
 
-def require_csrf(request: Request, csrf_token: object, tokens: Tokens, settings: Settings) -> None:
-    """Refuse a POST from another site (Origin, Fetch Metadata) or a form without a matching token."""
-    if not same_origin(request, settings):
+def require_csrf(request: Request, csrf_token: object, tokens: Tokens, settings: Settings, *,
+                 null_origin: bool = False) -> None:
+    """Refuse a POST from another site (Origin, Fetch Metadata) or a form without a matching token.
+
+    `null_origin`: the form is on a page sent with `Referrer-Policy: no-referrer`, and a browser posts
+    such a form with `Origin: null` (Fetch, "serializing a request origin"). It is accepted when Fetch
+    Metadata, which no page can set, says same-origin; the token is still required."""
+    if not same_origin(request, settings) and not (null_origin and is_null_origin_of_ours(request)):
         raise CsrfRejected()
     if is_cross_site(request) and request.headers.get("origin", "").rstrip("/") not in settings.allowed_origins:
         raise CsrfRejected()

@@ -81,10 +81,17 @@ class Users:
         if found.refused_until is not None:
             wait = max(1, seconds_until(found.refused_until, now))
             raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
-        # The new session's id and device token are drawn before the hash, whatever its outcome: after
-        # argon2 has swept the CPU caches, reading the OS's randomness costs about 50 us instead of 1.
+        # Everything a success needs is prepared before the hash, whatever its outcome: after argon2 has
+        # swept the CPU caches, the same work costs several times more (reading the OS's randomness
+        # about 50 us instead of 1). The new session, the device token, the presented session to revoke,
+        # and whether the stored hash is due for new parameters.
         session_id, token = self.tokens.new_session()
         device_token = self.tokens.device_token(form.email, now)
+        lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
+        session = NewSession(hash_session_id(session_id), form.remember_me, now + timedelta(seconds=lifetime))
+        presented_id = self.tokens.session_id(presented_token)
+        presented_hash = hash_session_id(presented_id) if presented_id else None
+        stale = self.passwords.needs_rehash(found.password_hash or "")
         # Verify first, always: an unknown email costs the same one verification (against a dummy).
         # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
@@ -95,14 +102,9 @@ class Users:
             err = EmailNotConfirmed()
             err.user = found.user  # the login route asks for a new link for it
             raise err
-        new_hash = self.passwords.hash(form.password) if self.passwords.needs_rehash(found.password_hash) else None
-        lifetime = self.settings.remember_me_seconds if form.remember_me else self.settings.session_ttl_seconds
-        presented_id = self.tokens.session_id(presented_token)
-        self.store.record_login_success(
-            user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, counted=counted, reset=counted[:1],
-            session=NewSession(hash_session_id(session_id), form.remember_me, now + timedelta(seconds=lifetime)),
-            presented_hash=hash_session_id(presented_id) if presented_id else None,
-        )
+        new_hash = self.passwords.hash(form.password) if stale else None
+        self.store.record_login_success(user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, counted=counted,
+                                        reset=counted[:1], session=session, presented_hash=presented_hash)
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
                         device_token)
 
