@@ -56,7 +56,7 @@ def invalid_link(err: InvalidToken) -> http.Response:
     return http.respond(400, page, headers=NO_REFERRER)
 
 
-edge = Edge(runtime, form=form)
+edge = Edge(runtime, form=form, null_origin=True)  # its pages are no-referrer: see http.require_csrf
 app = edge.app
 
 
@@ -95,7 +95,7 @@ def show_button(token: Token = None):
 def confirm(body: Annotated[ConfirmRequest, Body()]):
     """Confirm with the token; without one, send a signed-in user a new link."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings, null_origin=True)
     if body.token is None:
         return send_new_link(request)
     runtime.recovery.confirm(body.token, now=runtime.now())

@@ -62,7 +62,7 @@ def invalid_link(err: InvalidToken) -> http.Response:
     return http.respond(400, page, headers=NO_REFERRER, cookies=[clear_token_cookie()])
 
 
-edge = Edge(runtime, form=form)
+edge = Edge(runtime, form=form, null_origin=True)  # its pages are no-referrer: see http.require_csrf
 app = edge.app
 
 
@@ -93,7 +93,7 @@ def show_form(token: Token = None):
 def reset_password(body: Annotated[ResetRequest, Body()]):
     """Set the password with the token (the body's, else the cookie's), then browsers log in afresh."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings, null_origin=True)
     token = body.token if body.token is not None else request.cookies.get(COOKIE)
     runtime.recovery.reset(token, body.password, now=runtime.now())
     runtime.count("PasswordResets")

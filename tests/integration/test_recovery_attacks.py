@@ -193,6 +193,26 @@ def test_a_form_post_without_csrf_proof_is_403_and_changes_nothing(new_browser, 
     assert SESSION not in cookies and not cookies.get("__Host-flash", {}).get("value")  # no session, no flash
 
 
+@pytest.mark.parametrize(("path", "fetch_site", "status"), [
+    ("/password/reset/", "same-origin", 303), ("/email/confirm/", "same-origin", 303),
+    ("/password/reset/", "cross-site", 403), ("/email/confirm/", "cross-site", 403),
+    ("/password/reset/", None, 403), ("/email/confirm/", None, 403),
+    ("/password/change/", "same-origin", 403), ("/password/forgot/", "same-origin", 403),
+])
+def test_origin_null_is_accepted_only_from_our_own_no_referrer_pages(new_browser, outbox: Outbox, db, path: str,
+                                                                     fetch_site: str | None, status: int) -> None:
+    """The reset and confirm pages send `Referrer-Policy: no-referrer`, so a browser posts their forms
+    with `Origin: null`; only Fetch Metadata's same-origin (which no page can set) lets that through."""
+    victim, fields = prepared(path, new_browser, outbox)
+    headers = {"origin": "null", **({"sec-fetch-site": fetch_site} if fetch_site else {})}
+    before = state(db, outbox)
+
+    response = victim.post(path, form={**fields, "csrf_token": victim.csrf_token("/register/")}, headers=headers)
+
+    assert response["statusCode"] == status
+    assert (state(db, outbox) == before) == (status == 403)
+
+
 @pytest.mark.parametrize("path", RECOVERY_PATHS)
 def test_a_json_post_from_another_origin_is_403_and_changes_nothing(fns: dict, new_browser, outbox: Outbox, db,
                                                                     path: str) -> None:
