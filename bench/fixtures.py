@@ -66,11 +66,14 @@ def register(register_module: ModuleType, email: str) -> int:
 def mint_sessions(runtime: Any, user_id: int, count: int) -> list[str]:
     """`count` live sessions of one user, as cookie strings, stored the way a login stores them."""
     cookies = []
+    stored = runtime.store._run(lambda conn: conn.execute(
+        "SELECT password_hash FROM public.users WHERE id = %s", (user_id,)).fetchone()[0])
     for _ in range(count):
         session_id, token = runtime.tokens.new_session()
         now = utcnow()
         runtime.store.record_login_success(
-            user_id=user_id, ip="10.0.0.1", now=now, new_hash=None, counted=["login-email:bench", "login-ip:10.0.0.1"],
+            user_id=user_id, ip="10.0.0.1", now=now, new_hash=None, checked_hash=stored,
+            counted=["login-email:bench", "login-ip:10.0.0.1"],
             reset=["login-email:bench"], presented_hash=None,
             session=NewSession(hash_session_id(session_id), False, now + timedelta(hours=1)))
         cookies.append(f"{runtime.tokens.session_cookie_name}={token}")

@@ -223,8 +223,12 @@ FIND_USER_WITH_HASH = """
 """
 
 # A successful login, in one transaction sent as one round trip: the counters first (in key order:
-# the counter the attempt was judged on starts again, the network's takes this attempt back), then
-# the session the client presented is revoked (never adopted), the new one created, the user updated.
+# the counter the attempt was judged on starts again, the network's takes this attempt back), then the
+# user and the new session in one statement, then the session the client presented is revoked (never
+# adopted). The user is updated only while its password is still the one just verified, and the
+# session is created only from that update (the INSERT reads the UPDATE's rows, so it runs after it):
+# a reset or change that commits while argon2 runs leaves the login with no session (users row before
+# sessions: the lock order of every statement that writes both).
 SETTLE_COUNTERS = """
     WITH locked AS (
         SELECT key FROM public.dashgate_throttle WHERE key = ANY(%(keys)s::text[]) ORDER BY key FOR UPDATE
@@ -233,21 +237,22 @@ SETTLE_COUNTERS = """
     SET hits = CASE WHEN t.key = ANY(%(reset)s::text[]) THEN 0 ELSE greatest(t.hits - 1, 0) END
     FROM locked WHERE t.key = locked.key
 """
+RECORD_LOGIN = """
+    WITH recorded AS (
+        UPDATE public.users SET
+            last_login_at = %(now)s,
+            last_login_ip = %(ip)s,
+            login_count = coalesce(login_count, 0) + 1,
+            password_hash = coalesce(%(new_hash)s, password_hash)
+        WHERE id = %(user_id)s AND password_hash IS NOT DISTINCT FROM %(checked_hash)s
+        RETURNING id
+    )
+    INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, expires_at)
+    SELECT %(id_hash)s, id, %(remember)s, %(now)s, %(now)s, %(expires_at)s FROM recorded
+"""
 REVOKE_PRESENTED_SESSION = """
     UPDATE public.dashgate_sessions SET revoked_at = %(now)s
     WHERE id_hash = %(presented_hash)s AND revoked_at IS NULL
-"""
-CREATE_SESSION = """
-    INSERT INTO public.dashgate_sessions (id_hash, user_id, remember, created_at, last_seen_at, expires_at)
-    VALUES (%(id_hash)s, %(user_id)s, %(remember)s, %(now)s, %(now)s, %(expires_at)s)
-"""
-RECORD_LOGIN = """
-    UPDATE public.users SET
-        last_login_at = %(now)s,
-        last_login_ip = %(ip)s,
-        login_count = coalesce(login_count, 0) + 1,
-        password_hash = coalesce(%(new_hash)s, password_hash)
-    WHERE id = %(user_id)s
 """
 
 # Housekeeping (a scheduled function, never the sign-in path): dead sessions and forgotten counters,
@@ -296,7 +301,9 @@ REVOKE_ALL_SESSIONS = """
 
 # -- account recovery (SPEC: "Account recovery and email") ---------------------------------------
 # The lock order is the sign-in path's, extended: throttle counters (in key order), then tokens,
-# then sessions, then users. Tokens are kept only as SHA-256 hashes (like session ids).
+# then users, then sessions (a reset revokes the sessions after it has changed the password, so a
+# login that verified the old one finds the user changed and creates none: RECORD_LOGIN).
+# Tokens are kept only as SHA-256 hashes (like session ids).
 
 # A plain fixed-window counter (REGISTER_USER's first half): the forgot-password limit per network.
 COUNT_HIT = """
@@ -550,23 +557,25 @@ class Store:
         return self._run(work, check_idle=True, retry_when_lost=True)
 
     def record_login_success(self, *, user_id: int, ip: str, session: NewSession, presented_hash: bytes | None,
-                             new_hash: str | None, counted: list[str], reset: list[str], now: datetime) -> None:
+                             checked_hash: str | None, new_hash: str | None, counted: list[str], reset: list[str],
+                             now: datetime) -> bool:
         """Settle the attempt's counters, swap the presented session for a new one, record the login:
-        one transaction, one round trip."""
+        one transaction, one round trip. False (no session) when the password is no longer
+        `checked_hash`, the one the attempt was verified against (a reset or change came first)."""
         params = {
             "user_id": user_id, "ip": ip, "id_hash": session.id_hash, "remember": session.remember,
             "expires_at": session.expires_at, "presented_hash": presented_hash, "new_hash": new_hash,
-            "keys": sorted(counted), "reset": reset, "now": now,
+            "checked_hash": checked_hash, "keys": sorted(counted), "reset": reset, "now": now,
         }
 
-        def work(conn: psycopg.Connection) -> None:
+        def work(conn: psycopg.Connection) -> bool:
             with one_round_trip(conn):
                 conn.execute(SETTLE_COUNTERS, params)
+                created = conn.execute(RECORD_LOGIN, params)
                 if presented_hash is not None:
                     conn.execute(REVOKE_PRESENTED_SESSION, params)
-                conn.execute(CREATE_SESSION, params)
-                conn.execute(RECORD_LOGIN, params)
-        self._run(work)  # the claim checked this connection for a goodbye a password hash ago
+            return created.rowcount == 1
+        return self._run(work)  # the claim checked this connection for a goodbye a password hash ago
 
     def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, seconds: float,
               batch: int = 1000) -> tuple[int, int, int]:
@@ -674,8 +683,8 @@ class Store:
                 mine = {**params, "user_id": used[0]}
                 conn.execute(CLEAR_LOGIN_COUNTER, mine)
                 conn.execute(VOID_TOKENS, mine)
-                conn.execute(REVOKE_USER_SESSIONS, mine)
                 changed = conn.cursor(row_factory=class_row(User)).execute(SET_PASSWORD, mine)
+                conn.execute(REVOKE_USER_SESSIONS, mine)  # after the user's row: a login cannot slip in
             return changed.fetchone()
         return self._run(work)
 
@@ -694,10 +703,10 @@ class Store:
             with one_round_trip(conn):
                 conn.execute(SETTLE_COUNTERS, params)
                 conn.execute(VOID_TOKENS, params)
+                conn.execute(SET_PASSWORD, params)  # the user's row before its sessions: the lock order
                 replaced = conn.execute(REPLACE_SESSION, params).fetchone()
                 if replaced is None:
                     raise NotSignedIn()  # signed out meanwhile: all of it is rolled back
-                conn.execute(SET_PASSWORD, params)
             return replaced[0]
         return self._run(work)
 

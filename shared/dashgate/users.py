@@ -103,8 +103,10 @@ class Users:
             err.user = found.user  # the login route asks for a new link for it
             raise err
         new_hash = self.passwords.hash(form.password) if stale else None
-        self.store.record_login_success(user_id=found.user.id, ip=ip, now=now, new_hash=new_hash, counted=counted,
-                                        reset=counted[:1], session=session, presented_hash=presented_hash)
+        if not self.store.record_login_success(user_id=found.user.id, ip=ip, now=now, new_hash=new_hash,
+                                               checked_hash=found.password_hash, counted=counted, reset=counted[:1],
+                                               session=session, presented_hash=presented_hash):
+            raise InvalidCredentials()  # the password was reset or changed while this attempt was checked
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
                         device_token)
 

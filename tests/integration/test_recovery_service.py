@@ -290,6 +290,36 @@ def test_a_reset_signs_out_everywhere_clears_failures_confirms_and_voids_other_t
     assert svc.users.current_user(svc.sign_in(password=NEW_PASSWORD), now=svc.clock()).email_confirmed
 
 
+def test_a_login_checked_against_the_old_password_while_a_reset_commits_gets_no_session(
+        make_service, db) -> None:
+    # GIVEN an attacker who knows alice's old password, and alice's reset link
+    svc = make_service()
+    svc.register()
+    token = token_of(svc.issue_reset())
+    reset_during_the_hash = []
+
+    class ResetWhileHashing(CountingPasswords):
+        """argon2 says yes to the old password; before the login records it, alice's reset commits."""
+
+        def verify(self, stored_hash: str | None, password: str) -> bool:
+            correct = super().verify(stored_hash, password)
+            if not reset_during_the_hash:
+                reset_during_the_hash.append(True)
+                svc.recovery.reset(token, NEW_PASSWORD, now=svc.clock())
+            return correct
+
+    racing = Users(svc.settings, svc.store, svc.tokens, ResetWhileHashing(svc.settings))
+
+    # WHEN the attacker's login (old password, verified before the reset) finishes after it
+    with pytest.raises(InvalidCredentials):
+        racing.authenticate(SignIn(ALICE, PASSWORD, False), ip=IP, presented_token=None, now=svc.clock())
+
+    # THEN the reset happened, no session exists, and only the new password signs in
+    assert reset_during_the_hash and live_sessions(db) == 0
+    assert db.execute("SELECT login_count FROM public.users").fetchone()[0] == 0
+    assert svc.users.current_user(svc.sign_in(password=NEW_PASSWORD), now=svc.clock()) is not None
+
+
 def test_a_reset_whose_notice_cannot_be_queued_is_still_done(make_service) -> None:
     svc = make_service(queue=BrokenQueue())
     svc.register()
