@@ -31,6 +31,13 @@ def peak_rss_kb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def outcome(response: dict) -> int | str:
+    """A response's status, an authorizer's verdict, or how many records of a batch failed (the mailer)."""
+    if "batchItemFailures" in response:
+        return f"{len(response['batchItemFailures'])} failed"
+    return response.get("statusCode") or ("allowed" if response.get("isAuthorized") else "denied")
+
+
 def main() -> None:
     """Import, answer the first event, then the rest; write timings and the peak RSS as JSON."""
     name, root, events_path, result_path = sys.argv[1:5]
@@ -47,7 +54,7 @@ def main() -> None:
         before = time.perf_counter_ns()
         response = app.lambda_handler(event, Context())
         timings.append((time.perf_counter_ns() - before) / 1e6)
-        statuses.append(response.get("statusCode") or ("allowed" if response.get("isAuthorized") else "denied"))
+        statuses.append(outcome(response))
     result = {"import_ms": (imported - started) / 1e6, "request_ms": timings, "statuses": statuses,
               "peak_rss_kb": peak_rss_kb()}
     with open(result_path, "w") as f:

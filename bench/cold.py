@@ -20,6 +20,7 @@ from tests.support import ROOT
 PYTHON = sys.executable
 #: Packages the Lambda Python runtime brings itself; the layer does not ship them (shared/requirements.txt).
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six"})
+SQS_QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/dashgate-mail"
 BOTO3_CLIENT = "import boto3; boto3.client('secretsmanager', region_name='eu-west-1')"
 
 
@@ -84,6 +85,9 @@ def measure_imports(env: dict[str, str], runs: int, with_boto3: bool, baseline: 
             items[f"{name} (no bytecode)"] = [PYTHON, "-B", "-c", import_code(name, layer)]
             if before and (before.parent / "functions" / name / "app.py").exists():
                 items[f"{name} @ baseline"] = [PYTHON, "-c", import_code(name, before)]
+        # In AWS the functions that send mail have MAIL_QUEUE_URL, and load the SQS client at init.
+        items["forgot (SQS queue)"] = ["env", f"MAIL_QUEUE_URL={SQS_QUEUE_URL}", PYTHON, "-c",
+                                       import_code("forgot", ROOT / "shared")]
         if with_boto3:
             items["boto3 + Secrets Manager client"] = [PYTHON, "-c", BOTO3_CLIENT]
         for argv in items.values():  # once unmeasured: fills the bytecode caches, and the page cache
@@ -130,6 +134,8 @@ def summarise(imports: dict[str, list[float]], children: dict[str, list[dict[str
             **({"import_baseline_ms": round(median(imports[f"{name} @ baseline"]) - bare, 1)}
                if f"{name} @ baseline" in imports else {}),
             "import_no_bytecode_ms": round(median(imports[f"{name} (no bytecode)"]) - bare, 1),
+            **({"import_sqs_ms": round(median(imports[f"{name} (SQS queue)"]) - bare, 1)}
+               if f"{name} (SQS queue)" in imports else {}),
             "first_request_ms": round(median([r["request_ms"][0] for r in runs]), 2),
             "later_requests_ms": round(median([t for r in runs for t in r["request_ms"][1:]]), 2),
             "statuses": sorted({s for r in runs for s in r["statuses"]}),

@@ -18,12 +18,15 @@ from tests.support import ORIGIN, ROOT, LambdaContext, make_event
 PASSWORD = "correct horse battery staple"
 SAME_ORIGIN = {"origin": ORIGIN, "sec-fetch-site": "same-origin"}
 CONTEXT = LambdaContext()
-#: The functions measured: the four of the SPEC, and the dashboard's authorizer once it exists.
-FUNCTIONS = ("register", "login", "logout", "health",
-             *(("authorizer",) if (ROOT / "functions" / "authorizer" / "app.py").exists() else ()))
-#: What each function's first request in a fresh process is: its main operation.
+#: The functions measured: the four of the SPEC, the dashboard's authorizer, account recovery and its mailer.
+FUNCTIONS = ("register", "login", "logout", "health", "authorizer", "forgot", "reset", "change", "confirm", "mailer")
+#: What each function's first request in a fresh process is: its main operation (for reset and confirm,
+#: a link that does not work: a working one is used up by its first request).
 FIRST_REQUEST = {"register": "POST /register/ JSON", "login": "POST /login/ JSON", "logout": "POST /logout/ JSON",
-                 "health": "GET /healthcheck/", "authorizer": "authorize /dash/, signed in"}
+                 "health": "GET /healthcheck/", "authorizer": "authorize /dash/, signed in",
+                 "forgot": "POST /password/forgot/ JSON", "reset": "POST /password/reset/ JSON, a used link",
+                 "change": "GET /password/change/ signed in", "confirm": "POST /email/confirm/ JSON, a used link",
+                 "mailer": "an SQS batch of one reset request for an unknown address"}
 _serial = itertools.count()
 
 
@@ -89,9 +92,11 @@ def authorize(cookies: list[str]) -> dict[str, Any]:
 
 
 def outcome(response: dict[str, Any]) -> int | str:
-    """A response's status, or an authorizer's verdict."""
+    """A response's status, an authorizer's verdict, or how many records of a batch failed (the mailer)."""
     if "statusCode" in response:
         return response["statusCode"]
+    if "batchItemFailures" in response:
+        return f"{len(response['batchItemFailures'])} failed"
     return "allowed" if response.get("isAuthorized") else "denied"
 
 
@@ -106,15 +111,31 @@ def login_form(runtime: Any, email: str, password: str) -> dict[str, Any]:
 
 def first_requests(handlers: dict[str, ModuleType], account: Account, count: int = 6) -> Callable[[str], list]:
     """For a function's name, `count` fresh events of its main operation (FIRST_REQUEST)."""
-    def events_for(name: str) -> list[dict[str, Any]]:
-        if name == "health":
-            return [make_event("GET", "/healthcheck/") for _ in range(count)]
-        if name == "login":
-            return [post_json("/login/", {"email": account.email, "password": PASSWORD}) for _ in range(count)]
-        if name == "register":
-            return [sign_up({"email": unique_email("cold")}) for _ in range(count)]
-        cookies = mint_sessions(handlers["logout"].runtime, account.user_id, count)
-        if name == "authorizer":
-            return [authorize([cookie]) for cookie in cookies]
-        return [post_json("/logout/", {}, cookies=[cookie]) for cookie in cookies]
-    return events_for
+    def sessions() -> list[str]:
+        return mint_sessions(handlers["logout"].runtime, account.user_id, count)
+
+    used_link = "used-" * 8
+    make: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "health": lambda: [make_event("GET", "/healthcheck/") for _ in range(count)],
+        "login": lambda: [post_json("/login/", {"email": account.email, "password": PASSWORD}) for _ in range(count)],
+        "register": lambda: [sign_up({"email": unique_email("cold")}) for _ in range(count)],
+        "logout": lambda: [post_json("/logout/", {}, cookies=[cookie]) for cookie in sessions()],
+        "authorizer": lambda: [authorize([cookie]) for cookie in sessions()],
+        "forgot": lambda: [post_json("/password/forgot/", {"email": unique_email("forgot")}) for _ in range(count)],
+        "reset": lambda: [post_json("/password/reset/", {"token": used_link, "password": PASSWORD})
+                          for _ in range(count)],
+        "change": lambda: [make_event("GET", "/password/change/", cookies=[cookie]) for cookie in sessions()],
+        "confirm": lambda: [post_json("/email/confirm/", {"token": used_link}) for _ in range(count)],
+        "mailer": lambda: [sqs_batch(unique_email("mailer")) for _ in range(count)],
+    }
+    return lambda name: make[name]()
+
+
+def sqs_batch(email: str) -> dict[str, Any]:
+    """The mailer's event: an SQS batch of one forgot-password request (events/mailer-sqs.json's shape)."""
+    event = json.loads((ROOT / "events" / "mailer-sqs.json").read_text())
+    record = event["Records"][0]
+    record["body"] = json.dumps({"kind": "password_reset", "email": email, "user_id": None})
+    record["messageId"] = f"bench-{next(_serial)}"
+    event["Records"] = [record]
+    return event

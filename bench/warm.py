@@ -19,6 +19,7 @@ from bench.fixtures import (
     outcome,
     post_json,
     sign_up,
+    sqs_batch,
     unique_email,
 )
 from bench.stats import interleave, median, ms, summary
@@ -116,6 +117,7 @@ def get_routes(handlers: dict[str, ModuleType], account: Account, n: int) -> dic
         "GET /login/ signed out": (login, make_event("GET", "/login/")),
         "GET /login/ signed in": (login, make_event("GET", "/login/", cookies=signed_in)),
         "GET /healthcheck/": (handlers["health"], make_event("GET", "/healthcheck/")),
+        "GET /password/forgot/": (handlers["forgot"], make_event("GET", "/password/forgot/")),
         "GET /healthcheck/ JSON": (handlers["health"],
                                    make_event("GET", "/healthcheck/", headers={"accept": "application/json"})),
     }
@@ -213,6 +215,13 @@ def count_round_trips(handlers: dict[str, ModuleType], account: Account) -> dict
     }
     if "authorizer" in handlers:
         operations["authorizer (signed in)"] = (handlers["authorizer"], authorize(signed_in[1:]))
+    operations |= {
+        "forgot password": (handlers["forgot"], post_json("/password/forgot/", {"email": email})),
+        "reset password (a used link)": (handlers["reset"], post_json("/password/reset/", {
+            "token": "used-" * 8, "password": PASSWORD})),
+        "confirm email (a used link)": (handlers["confirm"], post_json("/email/confirm/", {"token": "used-" * 8})),
+        "mailer (reset mail for an unknown address)": (handlers["mailer"], sqs_batch(unique_email("trips"))),
+    }
     counts = {}
     for label, (module, event) in operations.items():
         before = module.runtime.store.round_trips
