@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import json
 import re
 import threading
@@ -239,7 +240,7 @@ def test_the_login_page_links_to_the_forgot_form(new_browser) -> None:
 
 
 def test_forgot_sends_the_login_page_a_flash_and_a_known_address_a_link(new_browser, alice: dict,
-                                                                         outbox: Outbox) -> None:
+                                                                         outbox: Outbox, db) -> None:
     browser = new_browser()
     response = post_form(browser, "/password/forgot/", {"email": " ALICE@example.com "})
 
@@ -248,7 +249,11 @@ def test_forgot_sends_the_login_page_a_flash_and_a_known_address_a_link(new_brow
     [mail] = outbox.deliver()
     assert (mail.kind, mail.email) == ("password_reset", "alice@example.com")
     assert mail.link.startswith(f"{BASE}/password/reset/?token=")
-    assert len(token_in(mail.link)) >= 22  # at least 128 bits, base64url
+    token = token_in(mail.link)
+    assert len(token) >= 22  # at least 128 bits, base64url
+    # only its SHA-256 is stored
+    assert [row[0] for row in tokens_table(db) if row[1] == "password_reset"] == [
+        hashlib.sha256(token.encode()).digest()]
 
 
 def test_a_registrations_confirmation_never_delays_a_reset_mail(fns: dict, outbox: Outbox, db) -> None:
@@ -633,6 +638,19 @@ def test_json_confirm_is_204_and_a_bad_token_400(fns: dict, new_browser, outbox:
     assert bad["statusCode"] == again["statusCode"] == 400
     assert json.loads(bad["body"]) == {"error": "invalid_token", "message": INVALID_CONFIRM}
     assert ok["statusCode"] == 204 and confirmed(db)
+
+
+def test_a_confirmation_link_is_bound_to_the_address_it_was_sent_to(fns: dict, new_browser, outbox: Outbox,
+                                                                     db) -> None:
+    post_form(new_browser(), "/register/", ALICE)
+    token = token_in(outbox.link("email_confirm"))
+    db.execute("UPDATE public.users SET email = 'alice@elsewhere.example'")
+
+    page = new_browser().get("/email/confirm/", query=f"token={token}")
+    api = post_json(fns, "/email/confirm/", {"token": token})
+
+    assert page["statusCode"] == api["statusCode"] == 400
+    assert not confirmed(db, "alice@elsewhere.example")
 
 
 def test_an_invalid_confirmation_link_is_a_400_page(new_browser, alice: dict, db) -> None:
