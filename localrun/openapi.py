@@ -8,6 +8,7 @@ import json
 import os
 import warnings
 from contextlib import contextmanager
+from enum import Enum
 from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
@@ -28,7 +29,7 @@ POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"
 #: What a function needs to import without a database or AWS: nothing is connected or read at import.
 IMPORT_ENV = {"DATABASE_URL": "postgresql://openapi@127.0.0.1:1/openapi", "SESSION_SECRETS": "openapi" * 5,
               "IDENTITY_SECRETS": "identity" * 5, "POWERTOOLS_METRICS_DISABLED": "true",
-              "POWERTOOLS_LOG_LEVEL": "ERROR"}
+              "POWERTOOLS_LOG_LEVEL": "ERROR", "MAIL_OUTBOX_DIR": "/nonexistent/openapi-outbox"}
 
 
 @contextmanager
@@ -70,12 +71,17 @@ def generate() -> dict[str, Any]:
                     response["content"] = content
                 else:
                     response.pop("content", None)
-    document = json.loads(json.dumps(document, default=str))
+    document = json.loads(json.dumps(document, default=plain))
     schemas = document.get("components", {}).get("schemas", {})
     while unused := [n for n in schemas if f"#/components/schemas/{n}\"" not in json.dumps(document)]:
         for name in unused:
             del schemas[name]
     return document
+
+
+def plain(value: Any) -> Any:
+    """What JSON cannot hold as it is: an enum as its value (`"in": "query"`), anything else as text."""
+    return value.value if isinstance(value, Enum) else str(value)
 
 
 def render(document: dict[str, Any]) -> str:

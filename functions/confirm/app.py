@@ -68,7 +68,7 @@ def signed_in_user(request: Request) -> User | None:
 @edge.route(PATH, "GET", summary="The emailed link: a button that confirms (this GET changes nothing)",
             responses={200: {"description": "The button (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
-                       303: SEE_OTHER, **errors(503), **BAD_LINK})
+                       303: SEE_OTHER, **errors(422, 503), **BAD_LINK})
 def show_button(token: Token = None):
     """With a token: the confirm button, when the token is outstanding. Without: the button that asks
     for a new link (signed in), or the login page."""

@@ -40,7 +40,7 @@ app = edge.app
 @edge.route("/login/", "GET", summary="The sign-in form, or where a signed-in user goes next",
             responses={200: {"description": "The form (HTML), or the signed-in user (JSON)",
                              "content": {**HTML, **json_content(SessionOut)}},
-                       303: SEE_OTHER, **errors(503)})
+                       303: SEE_OTHER, **errors(422, 503)})
 def show_form(next: Next = None):
     """Signed in already: go on to `next`. Otherwise the form, carrying `next` through."""
     request = edge.request()

@@ -69,7 +69,7 @@ app = edge.app
 @edge.route(PATH, "GET", summary="The emailed link (a token: kept in a cookie, 303 to this page), then the form",
             responses={200: {"description": "The form (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
-                       303: SEE_OTHER, **errors(503), **BAD_LINK})
+                       303: SEE_OTHER, **errors(422, 503), **BAD_LINK})
 def show_form(token: Token = None):
     """A link's token goes into the cookie (nothing else changes); the tokenless page shows the form
     when its cookie holds an outstanding token. JSON clients send the token in the query."""

@@ -92,13 +92,16 @@ class Submission(BaseModel):
         """pydantic's errors as {field: message}, one message per field, in our wording."""
         fields: dict[str, str] = {}
         for error in errors:
-            loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+            loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
             kind = str(error.get("type", ""))
             if kind == "repeated_field":
                 name = str(error.get("ctx", {}).get("name", "body"))
                 fields.setdefault(name, "Send this field once.")
                 continue
             name = loc[0] if loc else "body"
+            if error.get("loc", ("",))[0] == "query" and isinstance(error.get("input"), list):
+                fields.setdefault(name, "Send this field once.")  # a query parameter given twice
+                continue
             wording = cls.messages.get(name, {})
             fields.setdefault(name, wording.get(kind) or wording.get("*") or GENERIC.get(kind, INVALID))
         return fields

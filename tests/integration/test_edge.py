@@ -138,6 +138,19 @@ def test_a_repeated_form_field_is_a_422_and_creates_nothing(browser: Browser, db
     assert db.execute("SELECT count(*) FROM public.users").fetchone()[0] == 0
 
 
+def test_a_repeated_query_parameter_is_a_422_naming_it(handlers: dict) -> None:
+    # GIVEN two `next` values, which two readers could take differently (the first, the last)
+    event = make_event("GET", "/login/", query="next=/dash/&next=//evil.example",
+                       headers={"accept": "application/json"})
+
+    # WHEN the login page is asked for
+    answer = handlers["login"].lambda_handler(event, LambdaContext())
+
+    # THEN it is refused, naming the parameter, as a repeated form field is
+    assert answer["statusCode"] == 422
+    assert json.loads(answer["body"])["fields"] == {"next": "Send this field once."}
+
+
 def test_a_form_from_another_site_is_refused_as_such_even_with_invalid_fields(handlers: dict, db) -> None:
     response = call(handlers, "register", "POST", "/register/", form={"email": "not-an-email"},
                     headers={"origin": "https://evil.example"})
