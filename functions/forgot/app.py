@@ -11,7 +11,8 @@ from dashgate import http, pages
 from dashgate.edge import Body, Edge
 from dashgate.errors import DashgateError, Throttled
 from dashgate.http import Request
-from dashgate.models import FieldsOut, ForgotRequest, MessageOut
+from dashgate.models import FieldsOut, MessageOut
+from dashgate.models.recovery import ForgotRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 

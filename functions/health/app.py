@@ -5,7 +5,7 @@ from __future__ import annotations
 from dashgate import http
 from dashgate.edge import Edge
 from dashgate.errors import ServiceUnavailable
-from dashgate.models import DatabaseOut, HealthOut
+from dashgate.models.health import DatabaseOut, HealthOut
 from dashgate.runtime import Runtime
 
 HEALTHY = "The app and database are working fine"

@@ -8,7 +8,8 @@ from dashgate import http, pages
 from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, EmailNotConfirmed, InvalidCredentials, Throttled
 from dashgate.http import Request
-from dashgate.models import LoginRequest, SessionOut, SignedInOut, UserOut
+from dashgate.models import SignedInOut, UserOut
+from dashgate.models.login import LoginRequest, SessionOut
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 from dashgate.users import SignIn

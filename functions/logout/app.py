@@ -7,7 +7,7 @@ from typing import Annotated
 from dashgate import http, pages
 from dashgate.edge import Body, Edge
 from dashgate.http import Request
-from dashgate.models import LogoutNoticeOut, LogoutRequest
+from dashgate.models.logout import LogoutNoticeOut, LogoutRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 

@@ -13,10 +13,10 @@ from dashgate import http, pages
 from dashgate.edge import Body, Edge
 from dashgate.errors import DashgateError, Throttled
 from dashgate.http import Request
-from dashgate.models import RegisterFieldsOut, SignedInOut, UserOut
+from dashgate.models import FieldsOut, SignedInOut, UserOut
+from dashgate.models.register import RegisterRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
-from dashgate.signup import RegisterRequest
 from dashgate.store import User
 from dashgate.users import SignUp
 
@@ -44,12 +44,12 @@ app = edge.app
 
 @edge.route("/register/", "GET", summary="The sign-up form",
             responses={200: {"description": "The form (HTML), or the fields POST takes (JSON)",
-                             "content": {**HTML, **json_content(RegisterFieldsOut)}}})
+                             "content": {**HTML, **json_content(FieldsOut)}}})
 def show_form():
     """The empty form; JSON clients get the list of fields."""
     request = edge.request()
     if request.wants_json:
-        return http.json_response(200, RegisterFieldsOut(fields=FIELDS).body())
+        return http.json_response(200, FieldsOut(fields=FIELDS).body())
     return form(request)
 
 

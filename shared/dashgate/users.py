@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import a
 
 @dataclass(frozen=True)
 class SignUp:
-    """A registration, already validated and normalised (`signup.RegisterRequest`)."""
+    """A registration, already validated and normalised (`models.register.RegisterRequest`)."""
 
     email: str
     password: str

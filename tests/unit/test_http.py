@@ -12,7 +12,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from dashgate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from dashgate.http import MAX_NEXT_LENGTH, Request, admit, parse_cookies, prefers_json, safe_next
-from dashgate.models import JsonObject, LoginRequest, json_object
+from dashgate.models import JsonObject, json_object
+from dashgate.models.login import LoginRequest
 from dashgate.settings import MAX_BODY_BYTES
 from tests.support import OPEN_REDIRECT_VECTORS, make_event
 
