@@ -152,19 +152,23 @@ class Quota:
 
 
 # -- SQL --------------------------------------------------------------------------------------
+# A fixed-window counter: one hit on `key`, its window started again once older than `window_cutoff`
+# (the forgot-password limit per network; the first half of REGISTER_USER).
+COUNT_HIT = """
+    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
+    VALUES (%(key)s, 1, %(now)s, %(now)s)
+    ON CONFLICT (key) DO UPDATE SET
+        hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
+        window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
+                                 THEN %(now)s ELSE t.window_started_at END,
+        last_hit_at = %(now)s
+    RETURNING hits, window_started_at, last_hit_at
+"""
 # One statement: count the attempt against the IP, then insert unless throttled or taken.
 # ON CONFLICT DO NOTHING makes concurrent registrations of one address wait for the first and
 # then insert nothing, so exactly one row exists and the others read as "taken".
 REGISTER_USER = """
-    WITH hit AS (    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
-        VALUES (%(key)s, 1, %(now)s, %(now)s)
-        ON CONFLICT (key) DO UPDATE SET
-            hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
-            window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
-                                     THEN %(now)s ELSE t.window_started_at END,
-            last_hit_at = %(now)s
-        RETURNING hits, window_started_at, last_hit_at
-    ),
+    WITH hit AS (""" + COUNT_HIT + """),
     created AS (
         INSERT INTO public.users (email, password_hash, first_name, last_name, created_at, login_count)
         SELECT %(email)s, %(password_hash)s, %(first_name)s, %(last_name)s, %(now)s, 0
@@ -176,7 +180,7 @@ REGISTER_USER = """
            created.id, created.email, created.first_name, created.last_name, created.created_at,
            created.email_confirmed
     FROM hit LEFT JOIN created ON true
-"""
+"""  # noqa: S608 - two constants joined, no input in the text
 
 # A login attempt is judged in one transaction, sent as one round trip (pipeline mode):
 # ENSURE_COUNTERS makes a row exist for each key, JUDGE_ATTEMPT locks them in key order (the one lock
@@ -305,17 +309,6 @@ REVOKE_ALL_SESSIONS = """
 # login that verified the old one finds the user changed and creates none: RECORD_LOGIN).
 # Tokens are kept only as SHA-256 hashes (like session ids).
 
-# A plain fixed-window counter (REGISTER_USER's first half): the forgot-password limit per network.
-COUNT_HIT = """
-    INSERT INTO public.dashgate_throttle AS t (key, hits, window_started_at, last_hit_at)
-    VALUES (%(key)s, 1, %(now)s, %(now)s)
-    ON CONFLICT (key) DO UPDATE SET
-        hits = CASE WHEN t.window_started_at <= %(window_cutoff)s THEN 1 ELSE t.hits + 1 END,
-        window_started_at = CASE WHEN t.window_started_at <= %(window_cutoff)s
-                                 THEN %(now)s ELSE t.window_started_at END,
-        last_hit_at = %(now)s
-    RETURNING hits, window_started_at, last_hit_at
-"""
 FIND_USER = """
     SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
     FROM public.users WHERE id = %(user_id)s

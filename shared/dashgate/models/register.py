@@ -5,14 +5,14 @@ never by a GET of the form; with SnapStart the before-snapshot hook imports it, 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field, ValidationInfo, WithJsonSchema, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from dashgate import snapstart
-from dashgate.models import EMAIL_MAX, NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, NameText, Submission, text
+from dashgate.models import EMAIL_MAX, NAME_MAX, NameText, text
+from dashgate.models.password import ConfirmedPassword
 
 
 def deliverable_syntax(value: str) -> str:
@@ -38,23 +38,19 @@ EmailAddress = Annotated[
 ]
 
 
-class RegisterRequest(Submission):
-    """POST /register/: a new account. Browser forms also send `password_confirm`, which must equal
-    `password`; a JSON body may send it too, and then the same rule holds (it is left out of the
-    schema: JSON Schema cannot say "equal to another field", so a fuzzer would send two passwords)."""
+class RegisterRequest(ConfirmedPassword):
+    """POST /register/: a new account, with a new password and its confirmation (ConfirmedPassword:
+    browsers always confirm; a JSON body may, and then the same rule holds)."""
 
     email: EmailAddress = Field(description="Trimmed and lower-cased before anything else; unique in any case.")
-    password: text(strip=False, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
-    password_confirm: SkipJsonSchema[str | None] = None
     first_name: NameText
     last_name: NameText
     csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
 
     messages: ClassVar = {
+        **ConfirmedPassword.messages,
         "email": {"string_too_long": f"Email must be at most {EMAIL_MAX} characters.",
                   "*": "Enter a valid email address."},
-        "password": {"*": f"Password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long."},
-        "password_confirm": {"*": "Passwords must match."},
         "first_name": {"missing": "First name is required.", "string_too_short": "First name is required.",
                        "string_too_long": f"First name must be at most {NAME_MAX} characters.",
                        "*": "First name must not contain control characters."},
@@ -62,17 +58,3 @@ class RegisterRequest(Submission):
                       "string_too_long": f"Last name must be at most {NAME_MAX} characters.",
                       "*": "Last name must not contain control characters."},
     }
-
-    @classmethod
-    def read_form(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """A browser always confirms the password (SPEC: POST /register/): absent reads as empty."""
-        values.setdefault("password_confirm", "")
-        return values
-
-    @field_validator("password_confirm")
-    @classmethod
-    def matches(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """When sent, the confirmation equals the password."""
-        if value is not None and value != info.data.get("password", value):
-            raise PydanticCustomError("password_mismatch", "Passwords must match.")
-        return value
