@@ -9,7 +9,7 @@ from dashgate.edge import Body, Edge
 from dashgate.errors import DashgateError, NotSignedIn, Throttled, ValidationFailed
 from dashgate.http import Request
 from dashgate.models import FieldsOut
-from dashgate.models.recovery import ChangeRequest
+from dashgate.models.change import ChangeRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 

@@ -15,7 +15,7 @@ from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, InvalidToken, NotSignedIn
 from dashgate.http import Request
 from dashgate.models import FieldsOut, MessageOut
-from dashgate.models.recovery import ConfirmRequest
+from dashgate.models.confirm import ConfirmRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 from dashgate.store import User

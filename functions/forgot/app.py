@@ -12,7 +12,7 @@ from dashgate.edge import Body, Edge
 from dashgate.errors import DashgateError, Throttled
 from dashgate.http import Request
 from dashgate.models import FieldsOut, MessageOut
-from dashgate.models.recovery import ForgotRequest
+from dashgate.models.forgot import ForgotRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 

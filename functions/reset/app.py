@@ -14,7 +14,7 @@ from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, InvalidToken
 from dashgate.http import Request
 from dashgate.models import TOKEN_MAX, FieldsOut
-from dashgate.models.recovery import ResetRequest
+from dashgate.models.reset import ResetRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
 

@@ -7,7 +7,7 @@ most once, and a checkbox reads as a boolean. The published schema (openapi.json
 these classes, so what is documented is what is enforced.
 
 This module holds what every function shares (the base classes, the field types, the user, the
-errors); each route family's own bodies are in a module of their own (`models.login`,
+errors); each function's own bodies are in a module of its name (`models.login`,
 `models.register`...), so a function builds only the models it serves: creating a pydantic model class
 costs about 1.5 ms of a cold start.
 """
