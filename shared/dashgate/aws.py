@@ -79,9 +79,15 @@ def current_credentials() -> Credentials:
     if not uri:
         raise AwsError("no AWS credentials in the environment")
     with _container_lock:
-        cached = _container_cache.get(uri)
-        if cached is None or not cached.fresh(time.time()):
-            cached = _container_cache[uri] = _fetch_container_credentials(uri, _container_token())
+        cached, now = _container_cache.get(uri), time.time()
+        if cached is None or not cached.fresh(now):
+            try:
+                cached = _container_cache[uri] = _fetch_container_credentials(uri, _container_token())
+            except AwsError:
+                # Refreshed early, five minutes before they expire: keys that still work are used while
+                # the endpoint cannot answer (the next call asks it again), never turned into a 503.
+                if cached is None or (cached.expires is not None and now >= cached.expires):
+                    raise
         return cached
 
 
@@ -209,12 +215,18 @@ class Endpoint:
                 try:
                     connection.request("POST", path, body=body, headers=headers)
                     response = connection.getresponse()
-                    reply = response.read()
                 except (OSError, http.client.HTTPException) as exc:
                     self.close()
                     if reused and attempt == 1 and isinstance(exc, STALE_CONNECTION):
                         continue
                     raise AwsError(f"{self.service} unreachable: {type(exc).__name__}") from exc
+                try:
+                    reply = response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    # The status line came: the service has handled the request. Never send it again
+                    # (a second message, a second mail); the caller learns it failed.
+                    self.close()
+                    raise AwsError(f"{self.service} answer lost: {type(exc).__name__}") from exc
                 if response.will_close:
                     self.close()
                 return response.status, reply, response.getheader("x-amzn-ErrorType")

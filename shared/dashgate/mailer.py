@@ -9,6 +9,7 @@ Nothing here logs: the caller logs the kind, the user id and the message id, nev
 from __future__ import annotations
 
 import email.policy
+import logging
 import os
 import re
 import tempfile
@@ -26,6 +27,8 @@ from urllib.parse import urlsplit
 from dashgate.errors import ConfigurationError
 from dashgate.mail import MailRequest
 from dashgate.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dashgate.aws import Endpoint
@@ -271,6 +274,12 @@ class Mailer:
         try:
             message_id = self.transport.send(render(issued, self.settings, now=now))
         except Exception:
-            self.recovery.withdraw(issued, now=now)
+            # The send's error is the one to report (and retry on); a failure to withdraw only costs the
+            # address one of its day's mails, so it is logged and never put in its place.
+            try:
+                self.recovery.withdraw(issued, now=now)
+            except Exception as failed:  # logged; the send's error follows
+                logger.warning("Could not withdraw an unsent mail",
+                               extra={"kind": request.kind, "user_id": issued.user_id, "cause": type(failed).__name__})
             raise
         return Sent(request.kind, issued.user_id, message_id)

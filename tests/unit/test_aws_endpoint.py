@@ -87,16 +87,89 @@ def test_an_error_answer_is_an_aws_error_with_its_code(server: ThreadingHTTPServ
     assert raised.value.status == 400 and raised.value.code == "QueueDoesNotExist"
 
 
-def test_a_silent_server_costs_one_timeout_not_more() -> None:
-    # GIVEN a server that accepts connections (the kernel's backlog) and never answers
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        client = Endpoint(f"http://127.0.0.1:{silent.getsockname()[1]}", service="sqs", region="eu-west-1",
-                          timeout=0.5)
-        started = time.monotonic()
+class RawServer:
+    """A socket server scripted request by request: each request read gets the next of `replies`
+    (raw bytes; None: never answer), on kept-alive connections. Counts connections and requests."""
 
-        with pytest.raises(AwsError, match="unreachable"):
-            client.post_json("/", {})
+    def __init__(self, replies: list[bytes | None]) -> None:
+        self.replies, self.connections, self.requests = list(replies), 0, 0
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
 
-    assert time.monotonic() - started < 1.5  # TimeoutError is not retried
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                reply = self.replies.pop(0) if self.replies else None
+                if reply is None:
+                    time.sleep(5)  # silent
+                    return
+                conn.sendall(reply)
+                if b"Connection: close" in reply:
+                    return
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_a_silent_server_on_a_kept_alive_connection_costs_one_timeout_and_no_second_send() -> None:
+    # GIVEN a connection that served one request, then a server that stops answering on it
+    server = RawServer([OK, None])
+    client = Endpoint(server.url, service="sqs", region="eu-west-1", timeout=0.5)
+    client.post_json("/", {})
+    started = time.monotonic()
+
+    # WHEN the next request is sent on it
+    with pytest.raises(AwsError, match="unreachable"):
+        client.post_json("/", {})
+
+    # THEN it failed after one timeout, and was not sent again on a new connection (TimeoutError is
+    # not the sign of a connection closed while idle)
+    assert time.monotonic() - started < 1.0
+    assert server.connections == 1 and server.requests == 2
+    server.close()
+
+
+def test_an_answer_cut_off_after_its_status_line_is_an_error_and_never_sent_again() -> None:
+    # GIVEN a kept-alive connection, and a service that handles the next request but whose answer is
+    # cut off mid-body (the request was handled: a resend would send a second message or mail)
+    cut = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+           b"Connection: close\r\n\r\n{\"Mess")
+    server = RawServer([OK, cut, OK])
+    client = Endpoint(server.url, service="sqs", region="eu-west-1", timeout=2)
+    client.post_json("/", {})
+
+    # WHEN the request's answer is lost
+    with pytest.raises(AwsError, match="answer lost"):
+        client.post_json("/", {})
+
+    # THEN it reached the service once: no retry on a new connection
+    time.sleep(0.2)
+    assert server.requests == 2 and server.connections == 1
+    server.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -108,6 +109,42 @@ def test_without_keys_the_container_endpoint_is_asked_once_while_fresh(monkeypat
     # THEN the endpoint was asked once, with its token
     assert first == second and first.access_key == "ASIA" and first.token == "t"
     assert asked == ["auth-token"]
+
+
+def test_container_credentials_are_refreshed_before_they_expire_and_kept_while_the_endpoint_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN an endpoint whose keys expire in 200 s (inside the five minutes before expiry when they are
+    # refreshed), which answers the second time with new keys and then fails
+    answers = [(200, "first"), (200, "second"), (500, "")]
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, key = answers.pop(0)
+            expires = datetime.fromtimestamp(time.time() + 200, UTC).isoformat()
+            body = json.dumps({"AccessKeyId": key, "SecretAccessKey": "s", "Token": "t",
+                               "Expiration": expires}).encode() if status == 200 else b"{}"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{server.server_port}/creds")
+    monkeypatch.setattr(aws, "_container_cache", {})
+    try:
+        # WHEN three calls need credentials
+        keys = [aws.current_credentials().access_key for _ in range(3)]
+    finally:
+        server.shutdown()
+
+    # THEN each asked again; the failed refresh kept the keys that still work instead of failing
+    assert keys == ["first", "second", "second"] and answers == []
 
 
 def test_no_credentials_at_all_is_an_aws_error(monkeypatch: pytest.MonkeyPatch) -> None:

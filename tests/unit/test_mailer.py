@@ -153,6 +153,18 @@ def test_a_mail_that_could_not_be_sent_is_withdrawn_and_the_error_raised() -> No
     assert recovery.withdrawn == [recovery.result]
 
 
+def test_a_withdrawal_that_fails_is_logged_and_the_send_error_still_raised(caplog) -> None:
+    class Unwithdrawable(Recorded):
+        def withdraw(self, issued, *, now):
+            raise ConnectionError("database gone")
+
+    with pytest.raises(MailNotSent):
+        Mailer(SETTINGS, Unwithdrawable(issued("password_reset")), Failing()).deliver(
+            MailRequest("password_reset", "alice@example.com"), now=NOW)
+
+    assert "Could not withdraw an unsent mail" in caplog.text
+
+
 def test_nothing_issued_means_nothing_sent() -> None:
     assert Mailer(SETTINGS, Recorded(None), Failing()).deliver(MailRequest("password_reset", "x@example.com"),
                                                                now=NOW) is None
