@@ -28,8 +28,8 @@ MAX_ATTEMPTS = 5
 #: Seconds before a failed message is tried again, times its attempts so far (SQS would wait for the
 #: visibility timeout).
 RETRY_SECONDS = 2.0
-#: What the mailer names its files (OutboxTransport): anything else under /_outbox/ is a 404.
-EML_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{12}\.eml")
+#: What the mailer names its files (OutboxTransport, mailqueue.write_new): anything else under /_outbox/ is a 404.
+EML_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{32}\.eml")
 URL = re.compile(r"https?://[^\s<>\"']+")
 HTML_HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
                 ("Referrer-Policy", "no-referrer"),
@@ -99,6 +99,8 @@ class MailPump:
         if tries >= MAX_ATTEMPTS:
             (self.outbox / "dead").mkdir(parents=True, exist_ok=True)
             shutil.move(path, self.outbox / "dead" / path.name)
+            self.attempts.pop(path.name, None)
+            self.not_before.pop(path.name, None)
             print(f"mailer: {path.name} failed {tries} times; moved to {self.outbox / 'dead'}", flush=True)
             return
         self.not_before[path.name] = time.monotonic() + RETRY_SECONDS * tries

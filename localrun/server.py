@@ -68,8 +68,9 @@ class Gateway:
         self.dashboard_url = dashboard_url
         self.builtin = None if dashboard_url else DashgateGuard(builtin_dashboard)
         self._stopping = threading.Event()
-        self.scheduled = {s.route.function: Environments(s.route, 1) for s in read_schedules()}
-        for schedule in read_schedules():
+        schedules = read_schedules()
+        self.scheduled = {s.route.function: Environments(s.route, 1) for s in schedules}
+        for schedule in schedules:
             threading.Thread(target=self._run_on_schedule, args=(schedule,), daemon=True).start()
         # Mail: the request path spools each message under MAIL_OUTBOX_DIR; the mailer takes it from
         # there as SQS would hand it over, and writes each mail to the outbox, shown at /_outbox/.

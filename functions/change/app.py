@@ -61,7 +61,7 @@ def change_password(body: Annotated[ChangeRequest, Body()]):
     """Check the current password, set the new one, and carry on in a new session."""
     request = edge.request()
     tokens = runtime.tokens
-    http.require_csrf(request, body.csrf_token, tokens, runtime.settings)
+    edge.require_csrf(body.csrf_token)
     try:
         changed = runtime.recovery.change(
             request.cookies.get(tokens.session_cookie_name), body.current_password, body.password,

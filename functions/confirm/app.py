@@ -21,12 +21,10 @@ from dashgate.runtime import Runtime
 from dashgate.store import User
 
 PATH = "/email/confirm/"
-INVALID = "This confirmation link is invalid or has expired."
 CONFIRMED = "Thank you, your email address is confirmed."
 SENT = "We have sent you a new confirmation link."
 ALREADY = "Your email address is already confirmed."
 SIGN_IN_FIRST = f"/login/?next={PATH}"
-NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 #: What 400 and 401 mean here (openapi.WHY words them for the sign-in routes).
 BAD_LINK = {400: {**errors(400)[400], "description": "The link is missing, used, expired or forged, or the body "
                                                      "could not be read"},
@@ -47,14 +45,14 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
     return http.form_response(request, runtime.tokens, err.status if err else 200,
                               lambda ctx: pages.confirm_page(ctx.csrf_token, ctx.messages, token=token,
                                                              alert=err.message if err else None),
-                              headers={**NO_REFERRER, **(http.error_headers(err) if err else {})})
+                              headers={**http.NO_REFERRER, **(http.error_headers(err) if err else {})})
 
 
 def invalid_link(err: InvalidToken) -> http.Response:
     """400: the link is missing, used, expired, forged or for an address the account no longer has."""
     page = pages.message_page("Confirm your email address", err.message,
                               link=("Log in to ask for a new link", SIGN_IN_FIRST))
-    return http.respond(400, page, headers=NO_REFERRER)
+    return http.respond(400, page, headers=http.NO_REFERRER)
 
 
 edge = Edge(runtime, form=form, null_origin=True)  # its pages are no-referrer: see http.require_csrf
@@ -76,7 +74,7 @@ def show_button(token: Token = None):
     request = edge.request()
     err: DashgateError | None = None
     if token is not None and not runtime.recovery.confirm_token_valid(token, now=runtime.now()):
-        err = InvalidToken(INVALID)
+        err = InvalidToken(InvalidToken.CONFIRMATION)
     elif token is None and signed_in_user(request) is None:
         err = NotSignedIn()
     if not request.wants_json:
@@ -96,7 +94,7 @@ def show_button(token: Token = None):
 def confirm(body: Annotated[ConfirmRequest, Body()]):
     """Confirm with the token; without one, send a signed-in user a new link."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings, null_origin=True)
+    edge.require_csrf(body.csrf_token)
     if body.token is None:
         return send_new_link(request)
     runtime.recovery.confirm(body.token, now=runtime.now())

@@ -54,7 +54,7 @@ def show_form():
 def ask_for_link(body: Annotated[ForgotRequest, Body()]):
     """Queue the request and give the one answer there is; browsers go on to the login page."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    edge.require_csrf(body.csrf_token)
     try:
         runtime.recovery.forgot(body.email, ip=request.source_ip, now=runtime.now())
     except Throttled:

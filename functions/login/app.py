@@ -59,7 +59,7 @@ def show_form(next: Next = None):
 def sign_in(body: Annotated[LoginRequest, Body()], next: Next = None):
     """Check the password, start a new session, and send the browser on."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    edge.require_csrf(body.csrf_token)
     tokens = runtime.tokens
     try:
         signed_in = runtime.users.authenticate(

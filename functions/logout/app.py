@@ -42,7 +42,7 @@ def logout(body: Annotated[LogoutRequest, Body()] = None):  # type: ignore[assig
     """Sign out, with CSRF proof (a form's token, or a same-origin JSON request); no body is fine."""
     request = edge.request()
     body = body or LogoutRequest()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    edge.require_csrf(body.csrf_token)
     return sign_out(request, everywhere=body.everywhere)
 
 

@@ -59,7 +59,7 @@ def show_form():
 def create_account(body: Annotated[RegisterRequest, Body()]):
     """Create the user, and send browsers to the login page with a flash message."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings)
+    edge.require_csrf(body.csrf_token)
     account = SignUp(email=body.email, password=body.password, first_name=body.first_name, last_name=body.last_name)
     try:
         user = runtime.users.register(account, ip=request.source_ip, now=runtime.now())

@@ -13,15 +13,15 @@ from dashgate import http, pages
 from dashgate.edge import Body, Edge, Query
 from dashgate.errors import DashgateError, InvalidToken
 from dashgate.http import Request
-from dashgate.models import TOKEN_MAX, FieldsOut
+from dashgate.models import FieldsOut
 from dashgate.models.reset import ResetRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
+from dashgate.sessions import Cookie
+from dashgate.settings import TOKEN_MAX
 
 PATH = "/password/reset/"
 RESET = "Your password has been reset. You may now login."
-#: The pages that show a token's form say nothing about where the user came from or goes next.
-NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 #: What a token of ours looks like (base64url); anything else is not put in a cookie.
 TOKEN_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{1,{TOKEN_MAX}}}")
 #: 400 here is mostly the link (openapi.WHY names only the unreadable body).
@@ -35,15 +35,15 @@ runtime = Runtime("reset", passwords=True, mail=True)
 COOKIE = "__Secure-reset" if runtime.settings.session_cookie_secure else "reset"
 
 
-def token_cookie(token: str) -> str:
+def token_cookie(token: str) -> Cookie:
     """The link's token, for this path only, for no longer than a token lives."""
-    return http.path_cookie(COOKIE, token, path=PATH, max_age=runtime.settings.password_reset_ttl_seconds,
-                            secure=runtime.settings.session_cookie_secure)
+    return Cookie(COOKIE, token, runtime.settings.password_reset_ttl_seconds,
+                  secure=runtime.settings.session_cookie_secure, path=PATH)
 
 
-def clear_token_cookie() -> str:
+def clear_token_cookie() -> Cookie:
     """Delete the token cookie with the attributes it was set with."""
-    return http.path_cookie(COOKIE, "", path=PATH, max_age=0, secure=runtime.settings.session_cookie_secure)
+    return Cookie(COOKIE, "", 0, secure=runtime.settings.session_cookie_secure, path=PATH)
 
 
 def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
@@ -54,13 +54,13 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
                               lambda ctx: pages.reset_page(ctx.csrf_token, ctx.messages,
                                                            errors=getattr(err, "fields", None),
                                                            alert=err.message if err else None),
-                              headers={**NO_REFERRER, **(http.error_headers(err) if err else {})})
+                              headers={**http.NO_REFERRER, **(http.error_headers(err) if err else {})})
 
 
 def invalid_link(err: InvalidToken) -> http.Response:
     """400: the link is missing, used, expired or forged; a way to ask for a new one; the cookie goes."""
     page = pages.message_page("Reset your password", err.message, link=("Ask for a new link", "/password/forgot/"))
-    return http.respond(400, page, headers=NO_REFERRER, cookies=[clear_token_cookie()])
+    return http.respond(400, page, headers=http.NO_REFERRER, cookies=[clear_token_cookie()])
 
 
 edge = Edge(runtime, form=form, null_origin=True)  # its pages are no-referrer: see http.require_csrf
@@ -94,7 +94,7 @@ def show_form(token: Token = None):
 def reset_password(body: Annotated[ResetRequest, Body()]):
     """Set the password with the token (the body's, else the cookie's), then browsers log in afresh."""
     request = edge.request()
-    http.require_csrf(request, body.csrf_token, runtime.tokens, runtime.settings, null_origin=True)
+    edge.require_csrf(body.csrf_token)
     token = body.token if body.token is not None else request.cookies.get(COOKIE)
     runtime.recovery.reset(token, body.password, now=runtime.now())
     runtime.count("PasswordResets")

@@ -187,13 +187,18 @@ class Edge:
             return {}
         return {k: v[0] for k, v in parse_qs(self.app.current_event.decoded_body or "", keep_blank_values=True).items()}
 
+    def require_csrf(self, csrf_token: object) -> None:
+        """Refuse the POST being served unless it comes from this site (http.require_csrf, with this
+        function's pages' rule for `Origin: null`): the one check the handlers and the error path share."""
+        http.require_csrf(self.request(), csrf_token, self.runtime.tokens, self.runtime.settings,
+                          null_origin=self.null_origin)
+
     def csrf_error(self, request: Request) -> CsrfRejected | None:
         """The CSRF refusal a POST would get, if any (the handlers check it again once the body is valid)."""
         if request.method != "POST" or self.runtime.keys is None:
             return None
         try:
-            http.require_csrf(request, self.submitted(request).get("csrf_token"), self.runtime.tokens,
-                              self.runtime.settings, null_origin=self.null_origin)
+            self.require_csrf(self.submitted(request).get("csrf_token"))
         except CsrfRejected as err:
             return err
         return None

@@ -74,6 +74,8 @@ class InvalidToken(DashgateError):
     """A reset or confirmation link that is missing, used, expired, forged or for another address."""
 
     status, code, message = 400, "invalid_token", "This password reset link is invalid or has expired."
+    #: The message of a confirmation link that does not work.
+    CONFIRMATION = "This confirmation link is invalid or has expired."
 
 
 class NotSignedIn(DashgateError):

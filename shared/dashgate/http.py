@@ -139,6 +139,10 @@ def admit(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "body": text, "isBase64Encoded": False, "headers": headers}
 
 
+#: The pages whose URL held, or whose form holds, a one-time token (reset, confirm): no Referer leaves them.
+NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+
+
 def default_headers(settings: Settings, content_type: str | None) -> dict[str, str]:
     """Headers every answer carries: never cached, no sniffing, HSTS over https, and the page rules
     (no framing, no scripts) on HTML."""
@@ -161,13 +165,6 @@ def respond(status: int, body: str = "", content_type: str | None = HTML_TYPE, *
 def json_response(status: int, payload: str, **kwargs: Any) -> Response:
     """A JSON response; `payload` is a model's JSON (`models.Reply.body()`)."""
     return respond(status, payload, JSON_TYPE, **kwargs)
-
-
-def path_cookie(name: str, value: str, *, path: str, max_age: int, secure: bool) -> str:
-    """A Set-Cookie value sent back only under `path` (RFC 6265 5.1.4), HttpOnly and SameSite=Lax;
-    `max_age=0` deletes it. (Our other cookies are `Path=/`: `sessions.Cookie`.)"""
-    return "; ".join([f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", *(["Secure"] if secure else []),
-                      "HttpOnly", "SameSite=Lax"])
 
 
 def redirect(location: str, cookies: list[Cookie | str] | None = None) -> Response:
@@ -328,7 +325,7 @@ class PageContext:
     cookies: list[Cookie]
 
 
-def page_context(request: Request, tokens: Tokens, *, consume_flash: bool = True) -> PageContext:
+def page_context(request: Request, tokens: Tokens) -> PageContext:
     """Reuse the browser's CSRF cookie (or start one) and take the flashed messages, once."""
     cookies: list[Cookie] = []
     secret = request.cookies.get(tokens.csrf_cookie_name)
@@ -337,7 +334,7 @@ def page_context(request: Request, tokens: Tokens, *, consume_flash: bool = True
         cookies.append(tokens.csrf_cookie(secret))
     messages: list[str] = []
     flash = request.cookies.get(tokens.flash_cookie_name)
-    if consume_flash and flash is not None:
+    if flash is not None:
         messages = tokens.flash_messages(flash)
         cookies.append(tokens.clear_flash_cookie())
     return PageContext(tokens.csrf_token(secret), messages, cookies)

@@ -12,9 +12,6 @@ import email.policy
 import logging
 import os
 import re
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -26,6 +23,7 @@ from urllib.parse import urlsplit
 
 from dashgate.errors import ConfigurationError
 from dashgate.mail import MailRequest
+from dashgate.mailqueue import write_new
 from dashgate.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -238,15 +236,10 @@ class OutboxTransport:
 
     def send(self, message: EmailMessage) -> str:
         """Write the mail as `<time>-<id>.eml`; the file's name."""
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.eml"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("wb", dir=self.directory, suffix=".tmp", delete=False) as out:
-                out.write(message.as_bytes(policy=email.policy.SMTP))  # CRLF line ends, as on the wire
-            os.replace(out.name, self.directory / name)
+        try:  # CRLF line ends, as on the wire
+            return write_new(self.directory, ".eml", message.as_bytes(policy=email.policy.SMTP))
         except OSError as exc:
             raise MailNotSent(f"outbox: {type(exc).__name__}") from exc
-        return name
 
 
 def transport_for(settings: Settings) -> Transport:

@@ -27,6 +27,22 @@ class MailQueue(Protocol):
         """Put one message on the queue; ServiceUnavailable when that is not possible."""
 
 
+def write_new(directory: Path, suffix: str, data: bytes) -> str:
+    """Write `data` as a new file `<time>-<random><suffix>` in `directory`, atomically (a temporary
+    file renamed into place, removed if the write fails), so a reader never sees half a file; its name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{uuid.uuid4().hex}{suffix}"
+    with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as out:
+        try:
+            out.write(data)
+        except OSError:
+            out.close()
+            os.unlink(out.name)
+            raise
+    os.replace(out.name, directory / name)
+    return name
+
+
 class SpoolQueue:
     """A local queue: one JSON file per message in `<MAIL_OUTBOX_DIR>/queue/`, written atomically
     (a temporary file renamed into place), in the order they were sent."""
@@ -36,11 +52,7 @@ class SpoolQueue:
 
     def send(self, request: MailRequest) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.json"
-            with tempfile.NamedTemporaryFile("w", dir=self.directory, suffix=".tmp", delete=False) as out:
-                out.write(request.to_json())
-            os.replace(out.name, self.directory / name)
+            write_new(self.directory, ".json", request.to_json().encode())
         except OSError as exc:
             raise ServiceUnavailable() from exc
 

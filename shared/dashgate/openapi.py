@@ -30,10 +30,10 @@ def json_content(model: type[Reply]) -> dict[str, Any]:
     return {"application/json": {"model": model}}
 
 
-def errors(*statuses: int, page: bool = True) -> dict[int, dict[str, Any]]:
+def errors(*statuses: int) -> dict[int, dict[str, Any]]:
     """The error answers of a route: the SPEC's JSON error (with `fields` for 422), or a page."""
     answers: dict[int, dict[str, Any]] = {}
     for status in statuses:
         content = json_content(ValidationErrorOut if status == 422 else ErrorOut)
-        answers[status] = {"description": WHY[status], "content": {**content, **(HTML if page else {})}}
+        answers[status] = {"description": WHY[status], "content": {**content, **HTML}}
     return answers

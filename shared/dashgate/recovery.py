@@ -25,7 +25,7 @@ from dashgate.errors import (
 )
 from dashgate.mail import MailRequest
 from dashgate.sessions import hash_session_id
-from dashgate.settings import DAY_SECONDS, Settings
+from dashgate.settings import DAY_SECONDS, TOKEN_MAX, Settings
 from dashgate.store import Quota, Store, User
 from dashgate.users import Users, login_backoff, network_of, seconds_until
 
@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 #: Bytes of randomness in a reset or confirmation token: 256 bits from the OS's CSPRNG (SPEC: at
 #: least 128), sent only in the mail; the database keeps its SHA-256.
 TOKEN_BYTES = 32
-#: Longest token text looked up: token_urlsafe(32) is 43 characters; anything much longer is not ours.
-TOKEN_MAX_CHARS = 128
 #: Per-address mail limits (SPEC: at most one a minute and five a day), counted per kind of mail so a
 #: registration's confirmation never delays a reset mail.
 MAIL_PER_MINUTE = 1
@@ -49,12 +47,11 @@ MAIL_PER_DAY = 5
 PURPOSES = {"password_reset": ("mail-reset", "/password/reset/"), "email_confirm": ("mail-confirm", "/email/confirm/")}
 #: The notices a password reset or change sends (no secret in them).
 NOTICES = ("password_reset_notice", "password_changed_notice")
-CONFIRM_INVALID = "This confirmation link is invalid or has expired."
 
 
 def hash_token(token: str | None) -> bytes | None:
     """The stored SHA-256 of a link's token, or None for anything that cannot be one of ours."""
-    if not token or len(token) > TOKEN_MAX_CHARS or not token.isascii():
+    if not token or len(token) > TOKEN_MAX or not token.isascii():
         return None
     return hashlib.sha256(token.encode()).digest()
 
@@ -171,7 +168,7 @@ class Recovery:
         token_hash = hash_token(token)
         user = self.store.confirm_email(token_hash=token_hash, now=now) if token_hash else None
         if user is None:
-            raise InvalidToken(CONFIRM_INVALID)
+            raise InvalidToken(InvalidToken.CONFIRMATION)
         return user
 
     def send_confirmation(self, user: User, *, now: datetime) -> None:

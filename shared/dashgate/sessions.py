@@ -111,12 +111,14 @@ class Cookie:
     max_age: int | None
     secure: bool
     domain: str | None = None
+    #: Sent back only under this path (RFC 6265 5.1.4); every cookie but the reset link's is Path=/.
+    path: str = "/"
 
     def __str__(self) -> str:
-        """The Set-Cookie header value (RFC 6265): always Path=/, HttpOnly and SameSite=Lax. (Powertools'
+        """The Set-Cookie header value (RFC 6265): HttpOnly and SameSite=Lax always. (Powertools'
         `Response(cookies=...)` takes it as is; its own Cookie class would make the dashboard host's
         guard, which shares this module, install Powertools.)"""
-        parts = [f"{self.name}={self.value}", "Path=/"]
+        parts = [f"{self.name}={self.value}", f"Path={self.path}"]
         if self.domain:
             parts.append(f"Domain={self.domain}")
         if self.max_age is not None:

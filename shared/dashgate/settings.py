@@ -14,6 +14,8 @@ from dashgate.errors import ConfigurationError
 MIN_KEY_LENGTH = 32
 #: Largest request body accepted, before and after base64 decoding (SPEC: Bad input).
 MAX_BODY_BYTES = 16 * 1024
+#: Longest reset or confirmation token looked at: ours are 43 characters (32 bytes, base64url).
+TOKEN_MAX = 128
 #: Password verifications one account may cost an attacker in any 24 hours, however paced
 #: (NIST SP 800-63B 5.2.2: "no more than 100 consecutive failed attempts").
 MAX_VERIFICATIONS_PER_DAY = 100

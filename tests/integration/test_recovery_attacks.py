@@ -283,6 +283,7 @@ def test_a_duplicate_json_key_is_a_422(fns: dict, path: str) -> None:
                     content_type="application/json", headers={"origin": ORIGIN})
 
     assert response["statusCode"] == 422
+    assert json.loads(response["body"])["fields"] == {"token": "Send each field once."}
 
 
 # -- logs --------------------------------------------------------------------------------------------------

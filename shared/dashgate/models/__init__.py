@@ -21,12 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic_core import PydanticCustomError
 
 from dashgate.errors import BadRequest, ValidationFailed
+from dashgate.settings import TOKEN_MAX
 
 EMAIL_MAX = 254  # RFC 5321 path limit
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 NAME_MAX = 100
-#: A reset or confirmation token as we issue it is 43 characters (32 bytes, base64url); longer is not ours.
-TOKEN_MAX = 128
 #: A name or an address is one line of visible text: no C0/C1 control characters, no line or
 #: paragraph separators, no bidi overrides or zero-width characters that could disguise it.
 VISIBLE_TEXT = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]*$"
@@ -64,6 +63,8 @@ class Submission(BaseModel):
     wording for a pydantic error type; `fields_of` turns pydantic's errors into the SPEC's `fields`."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+    #: Every form carries its CSRF token (SPEC: CSRF and redirects); JSON bodies need none.
+    csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
     #: field -> pydantic error type (or "*") -> the message shown next to that field.
     messages: ClassVar[dict[str, dict[str, str]]] = {}
     #: Checkbox fields: in a form, present with a checked value means true, absent means false.
@@ -134,7 +135,6 @@ NameText = text(min_length=1, max_length=NAME_MAX, visible=True)
 EmailText = text(lower=True, min_length=1, max_length=EMAIL_MAX, visible=True)
 NewPassword = text(strip=False, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
 TokenText = text(min_length=1, max_length=TOKEN_MAX, visible=True)
-CsrfToken = Field(None, description="The form's CSRF token (browser forms only).")
 EMAIL_MESSAGES = {"missing": "Email is required.", "string_too_short": "Email is required.",
                   "*": "Enter a valid email address."}
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dashgate.models import PASSWORD_MAX, CsrfToken, text
+from dashgate.models import PASSWORD_MAX, text
 from dashgate.models.password import ConfirmedPassword
 
 
@@ -15,7 +15,6 @@ class ChangeRequest(ConfirmedPassword):
 
     current_password: text(strip=False, min_length=1, max_length=PASSWORD_MAX) = Field(
         description="The password the account has now.")
-    csrf_token: str | None = CsrfToken
 
     messages: ClassVar = {
         **ConfirmedPassword.messages,

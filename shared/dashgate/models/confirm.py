@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dashgate.models import CsrfToken, Submission, TokenText
+from dashgate.models import Submission, TokenText
 
 
 class ConfirmRequest(Submission):
     """POST /email/confirm/: confirm with the emailed token, or (signed in, no token) ask for a new link."""
 
     token: TokenText | None = Field(None, description="The token of the emailed link; none asks for a new link.")
-    csrf_token: str | None = CsrfToken

@@ -6,13 +6,12 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dashgate.models import EMAIL_MESSAGES, CsrfToken, EmailText, Submission
+from dashgate.models import EMAIL_MESSAGES, EmailText, Submission
 
 
 class ForgotRequest(Submission):
     """POST /password/forgot/: the address to send a reset link to, if it has an account."""
 
     email: EmailText = Field(description="Trimmed and lower-cased; every address gets the same answer.")
-    csrf_token: str | None = CsrfToken
 
     messages: ClassVar = {"email": EMAIL_MESSAGES}

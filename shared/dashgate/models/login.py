@@ -17,7 +17,6 @@ class LoginRequest(Submission):
         description="Checked exactly as sent.")
     remember_me: bool = Field(False, description="Keep the session for SESSION_REMEMBER_DAYS.")
     next: str | None = Field(None, description="A local path to go to after signing in (browsers).")
-    csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
 
     checkboxes: ClassVar = ("remember_me",)
     messages: ClassVar = {

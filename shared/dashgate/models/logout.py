@@ -13,7 +13,6 @@ class LogoutRequest(Submission):
     """POST /logout/: sign out this session, or every session of the user."""
 
     everywhere: bool = Field(False, description="Also revoke the user's other sessions.")
-    csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
 
     checkboxes: ClassVar = ("everywhere",)
 

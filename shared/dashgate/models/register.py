@@ -45,7 +45,6 @@ class RegisterRequest(ConfirmedPassword):
     email: EmailAddress = Field(description="Trimmed and lower-cased before anything else; unique in any case.")
     first_name: NameText
     last_name: NameText
-    csrf_token: str | None = Field(None, description="The form's CSRF token (browser forms only).")
 
     messages: ClassVar = {
         **ConfirmedPassword.messages,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dashgate.models import CsrfToken, TokenText
+from dashgate.models import TokenText
 from dashgate.models.password import ConfirmedPassword
 
 
@@ -13,4 +13,3 @@ class ResetRequest(ConfirmedPassword):
     in the reset cookie that the link's GET set (the token never sits in a page)."""
 
     token: TokenText | None = Field(None, description="The token of the emailed link (JSON clients).")
-    csrf_token: str | None = CsrfToken
