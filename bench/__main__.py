@@ -49,10 +49,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--posts", type=int, default=100, help="warm requests per POST route")
     parser.add_argument("--baseline", metavar="GIT_REF", help="also time the imports of this commit's handlers")
     parser.add_argument("--no-build", action="store_true", help="skip `sam build` (built sizes)")
-    parser.add_argument("--quick", action="store_true", help="9 processes, 200 GETs, 20 POSTs: a rough look")
+    parser.add_argument("--no-instructions", action="store_true",
+                        help="skip counting the imports' instructions with callgrind (about two minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="9 processes, 200 GETs, 20 POSTs, no instruction counts: a rough look")
     args = parser.parse_args(argv)
     if args.quick:
-        args.processes, args.requests, args.posts = 9, 200, 20
+        args.processes, args.requests, args.posts, args.no_instructions = 9, 200, 20, True
     args.processes = max(args.processes, 9)
     return args
 
@@ -67,11 +70,12 @@ def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """Cold starts in fresh processes, then warm requests in this one."""
     handlers: dict[str, ModuleType] = {name: load(name) for name in FUNCTIONS}
     account = Account(email := unique_email("account"), register(handlers["register"], email))
-    imports = cold.measure_imports(env, args.processes, with_boto3=importlib.util.find_spec("boto3") is not None,
-                                   baseline=args.baseline)
+    imports, instructions = cold.measure_imports(
+        env, args.processes, with_boto3=importlib.util.find_spec("boto3") is not None, baseline=args.baseline,
+        instructions=not args.no_instructions)
     children = cold.measure_first_requests(env, args.processes, first_requests(handlers, account))
     results = {
-        "cold": {**cold.summarise(imports, children), "baseline": args.baseline},
+        "cold": {**cold.summarise(imports, children, instructions), "baseline": args.baseline},
         "warm": {"gets": warm.measure_gets(handlers, account, args.requests),
                  "posts": warm.measure_posts(handlers, account, args.posts)},
         "round_trips": warm.count_round_trips(handlers, account),

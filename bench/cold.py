@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,10 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def measure_imports(env: dict[str, str], runs: int, with_boto3: bool, baseline: str | None) -> dict[str, list[float]]:
-    """Process wall times (ms): bare, each handler (also without bytecode, and at `baseline`), boto3's client."""
+def measure_imports(env: dict[str, str], runs: int, with_boto3: bool, baseline: str | None,
+                    instructions: bool) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Process wall times (ms): bare, each handler (also without bytecode, and at `baseline`), boto3's
+    client; and, with `instructions`, what callgrind counts for the imports with bytecode (count_instructions)."""
     with tempfile.TemporaryDirectory(prefix="dashgate-bench-") as tmp:
         layer = bytecode_free_copy(env, Path(tmp))
         before = extract(baseline, Path(tmp)) if baseline else None
@@ -92,7 +96,31 @@ def measure_imports(env: dict[str, str], runs: int, with_boto3: bool, baseline: 
             items["boto3 + Secrets Manager client"] = [PYTHON, "-c", BOTO3_CLIENT]
         for argv in items.values():  # once unmeasured: fills the bytecode caches, and the page cache
             timed_run(argv, env)
-        return interleave({key: (lambda argv=argv: timed_run(argv, env)) for key, argv in items.items()}, runs)
+        times = interleave({key: (lambda argv=argv: timed_run(argv, env)) for key, argv in items.items()}, runs)
+        counted = {key: argv for key, argv in items.items() if "no bytecode" not in key and "boto3" not in key}
+        return times, count_instructions(counted, env) if instructions else {}
+
+
+def count_instructions(items: dict[str, list[str]], env: dict[str, str]) -> dict[str, int]:
+    """Instructions each command executes, counted by valgrind's callgrind ({} without valgrind).
+
+    Unlike milliseconds, the count does not depend on the machine's speed or load: the same code, Python
+    and packages give the same count (within 0.1 %) on any x86_64 machine. So it is what the import
+    budget is held to (report.REFERENCE_MS_PER_M_INSTRUCTIONS converts it)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return {}
+
+    def count(argv: list[str]) -> int:
+        done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600, check=False)
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"callgrind {' '.join(argv[:3])}... failed:\n{done.stderr[-2000:]}")
+        return int(found.group(1))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # counts do not depend on load: run two at a time
+        return dict(zip(items, pool.map(count, items.values()), strict=True))
 
 
 def extract(ref: str, workdir: Path) -> Path:
@@ -122,9 +150,16 @@ def measure_first_requests(env: dict[str, str], runs: int,
     return interleave({name: (lambda name=name: run_child(name, events_for(name), env)) for name in FUNCTIONS}, runs)
 
 
-def summarise(imports: dict[str, list[float]], children: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Medians per function: import beyond bare (with and without bytecode), first request, peak RSS."""
+def summarise(imports: dict[str, list[float]], children: dict[str, list[dict[str, Any]]],
+              instructions: dict[str, int]) -> dict[str, Any]:
+    """Medians per function: import beyond bare (with and without bytecode), first request, peak RSS; and
+    the millions of instructions each import executes beyond a bare interpreter, when counted."""
     bare = median(imports["bare"])
+
+    def beyond_bare(key: str) -> dict[str, float]:
+        return {"import_m_instructions": round((instructions[key] - instructions["bare"]) / 1e6, 1)} \
+            if key in instructions else {}
+
     functions = {}
     for name in FUNCTIONS:
         runs = children[name]
@@ -134,6 +169,11 @@ def summarise(imports: dict[str, list[float]], children: dict[str, list[dict[str
             **({"import_baseline_ms": round(median(imports[f"{name} @ baseline"]) - bare, 1)}
                if f"{name} @ baseline" in imports else {}),
             "import_no_bytecode_ms": round(median(imports[f"{name} (no bytecode)"]) - bare, 1),
+            **beyond_bare(name),
+            **({"import_baseline_m_instructions": beyond_bare(f"{name} @ baseline")["import_m_instructions"]}
+               if f"{name} @ baseline" in instructions else {}),
+            **({"import_sqs_m_instructions": beyond_bare(f"{name} (SQS queue)")["import_m_instructions"]}
+               if f"{name} (SQS queue)" in instructions else {}),
             **({"import_sqs_ms": round(median(imports[f"{name} (SQS queue)"]) - bare, 1)}
                if f"{name} (SQS queue)" in imports else {}),
             "first_request_ms": round(median([r["request_ms"][0] for r in runs]), 2),
@@ -144,6 +184,10 @@ def summarise(imports: dict[str, list[float]], children: dict[str, list[dict[str
         }
     result: dict[str, Any] = {"bare_python_ms": round(bare, 1), "functions": functions,
                               "samples_ms": {key: [round(v, 2) for v in values] for key, values in imports.items()}}
+    counted = [f for f in functions.values() if f.get("import_m_instructions")]
+    if counted:  # this machine's speed: wall milliseconds per million instructions, over the imports
+        result["ms_per_m_instructions"] = round(median([f["import_ms"] / f["import_m_instructions"]
+                                                        for f in counted]), 4)
     if "boto3 + Secrets Manager client" in imports:
         result["boto3_client_ms"] = round(median(imports["boto3 + Secrets Manager client"]) - bare, 1)
     return result

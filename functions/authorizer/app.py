@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
-
 from dashgate.assertions import assertion_keys
 from dashgate.errors import ConfigurationError, DashgateError
 from dashgate.http import parse_cookies
@@ -20,7 +18,7 @@ if not settings.has_identity_keys:
 assertions = runtime.key_ring(assertion_keys, what="identity assertion keys")
 
 
-@runtime.logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@runtime.correlated
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Allow a live session and pass its user on as a signed, short-lived assertion; deny anything else
     (and on an outage). The gateway caches the answer per Cookie header for at most

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashgate.lazy import defer_init
+from dashgate.lazy import defer_powertools
 
 # Powertools' data_classes init imports its forty event classes; batch processing needs three
 # (dashgate.lazy says why). Before the first Powertools import.
-defer_init("aws_lambda_powertools.utilities.data_classes")
+defer_powertools()
 
 from aws_lambda_powertools.utilities.batch import (  # noqa: E402
     BatchProcessor,

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from dashgate.lazy import defer_init
+from dashgate.lazy import defer_powertools
 
 # Powertools' package inits import every resolver and every event class it has: load only the HTTP API
 # resolver's modules (dashgate.lazy says why and what it saves). Before the first Powertools import.
-defer_init("aws_lambda_powertools.event_handler")
-defer_init("aws_lambda_powertools.utilities.data_classes")
+defer_powertools()
 
 from aws_lambda_powertools.event_handler.api_gateway import (  # noqa: E402
     APIGatewayHttpResolver,
@@ -160,9 +159,12 @@ class Edge:
         return http.error_response(request, err)
 
     def log(self, err: DashgateError) -> None:
-        """A bug with its traceback; a dependency's failure with its cause."""
+        """A bug with its traceback; a dependency's failure with its cause; a refusal with its status
+        and code (a failed login, a CSRF or throttling refusal: the events a security team follows)."""
         if type(err) is DashgateError:
             self.runtime.logger.exception("Unhandled error")
+        elif err.status < 500:
+            self.runtime.logger.info("Refused", extra={"status": err.status, "error": err.code})
         else:
             self.runtime.log_error(err)
 

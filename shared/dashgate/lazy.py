@@ -19,8 +19,12 @@ import ast
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
+
+#: One real __init__ at a time (`make run` serves functions in threads of one process).
+_LOADING = threading.RLock()
 
 
 class LazyPackage(types.ModuleType):
@@ -43,13 +47,17 @@ class LazyPackage(types.ModuleType):
 
     def _load(self) -> None:
         """Run the real __init__ in this module's namespace (what a normal import would have done)."""
-        self.__dict__["_lazy_loaded"] = True
-        exec(self.__spec__.loader.get_code(self.__name__), self.__dict__)  # noqa: S102 - the package's own code
+        with _LOADING:
+            if self.__dict__.get("_lazy_loaded"):
+                return
+            self.__dict__["_lazy_loaded"] = True
+            exec(self.__spec__.loader.get_code(self.__name__), self.__dict__)  # noqa: S102 - the package's own code
 
 
-def defer_init(name: str) -> bool:
+def defer_init(name: str, names: dict[str, str] | None = None) -> bool:
     """Stand in for package `name` until its __init__ is really needed; False when it is imported
-    already or not installed (then nothing changes)."""
+    already or not installed (then nothing changes). `names` (name -> module) are where names the
+    __init__ star-imports come from (`from .events import *`), which its own text does not say."""
     if name in sys.modules:
         return False
     spec = importlib.util.find_spec(name)
@@ -58,7 +66,7 @@ def defer_init(name: str) -> bool:
     module = LazyPackage(name)  # (find_spec imported the parent package, which the stand-in joins)
     module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
     module.__path__, module.__package__ = list(spec.submodule_search_locations), name
-    module.__dict__["_lazy_names"] = _imported_names(spec.origin, name)
+    module.__dict__["_lazy_names"] = names if names is not None else _imported_names(spec.origin, name)
     sys.modules[name] = module
     parent, _, child = name.rpartition(".")
     if parent:
@@ -80,3 +88,33 @@ def _imported_names(init_file: str, package: str) -> dict[str, str]:
             for alias in node.names:
                 names[alias.asname or alias.name] = module
     return names
+
+
+def defer_powertools() -> None:
+    """Load only the Powertools modules a dashgate function uses (before its first Powertools import).
+
+    - the top-level __init__ imports the Tracer, and the Logger, which imports `jmespath_utils`;
+    - `jmespath_utils` (and jmespath, gzip) serve `correlation_id_path` and envelopes, which dashgate does
+      not use (`Runtime.correlated` reads the request id itself);
+    - `event_handler` and `utilities.data_classes`: see the module's docstring.
+
+    What the top-level __init__ does besides importing is kept: Powertools' own log messages are
+    discarded unless POWERTOOLS_DEBUG is set (`set_package_logger_handler`). Its `inject_user_agent`
+    (a tag on boto3 requests) is not: no dashgate request path uses boto3."""
+    top = defer_init("aws_lambda_powertools")
+    defer_init("aws_lambda_powertools.utilities.jmespath_utils")
+    if top:
+        from aws_lambda_powertools.package_logger import set_package_logger_handler
+
+        set_package_logger_handler()
+    defer_init("aws_lambda_powertools.event_handler")
+    defer_init("aws_lambda_powertools.utilities.data_classes")
+
+
+#: The asyncio names psycopg's modules import for their async half (`from asyncio import CancelledError`),
+#: and the submodule each comes from. A sync-only function then never runs asyncio's __init__, which
+#: imports the event loops, streams and subprocess support (25 M instructions of login's import).
+PSYCOPG_ASYNCIO_NAMES = {
+    "CancelledError": "asyncio.exceptions", "Future": "asyncio.futures", "get_running_loop": "asyncio.events",
+    "sleep": "asyncio.tasks", "Task": "asyncio.tasks", "Lock": "asyncio.locks", "Queue": "asyncio.queues",
+}

@@ -13,13 +13,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
-from psycopg.conninfo import make_conninfo
-from psycopg.errors import _WaitTimeout
-from psycopg.rows import class_row
+from dashgate.lazy import PSYCOPG_ASYNCIO_NAMES, defer_init
 
-from dashgate.errors import EmailTaken, NotSignedIn, ServiceUnavailable
-from dashgate.settings import Settings, fetch_secret_string
+defer_init("asyncio", PSYCOPG_ASYNCIO_NAMES)  # a sync client need not start asyncio (dashgate.lazy)
+
+import psycopg  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
+from psycopg.errors import _WaitTimeout  # noqa: E402
+from psycopg.rows import class_row  # noqa: E402
+
+from dashgate.errors import EmailTaken, NotSignedIn, ServiceUnavailable  # noqa: E402
+from dashgate.settings import Settings, fetch_secret_string  # noqa: E402
 
 T = TypeVar("T")
 

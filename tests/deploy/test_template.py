@@ -186,7 +186,10 @@ def test_operations_resources_are_present(translated: dict) -> None:
     resources = translated["Resources"]
     stage = next(r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")
 
-    assert "AccessLogSettings" in stage["Properties"]
+    # The gateway's access log is the line per request (the functions log refusals and failures only)
+    access_log = json.loads(stage["Properties"]["AccessLogSettings"]["Format"])
+    assert {"requestId", "method", "path", "status", "latencyMs", "integrationLatencyMs"} <= set(access_log)
+    assert access_log["requestId"] == "$context.requestId"
     assert stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
     assert resources["HealthCanary"]["Condition"] == resources["HealthCanaryAlarm"]["Condition"] == "CanaryEnabled"
     assert resources["HealthCanary"]["Properties"]["RuntimeVersion"] == {"Ref": "CanaryRuntimeVersion"}

@@ -27,12 +27,16 @@ def test_a_full_journey_logs_json_with_the_request_id_and_no_secret(browser: Bro
     lines = [line for s in streams.values() for line in s.getvalue().splitlines() if line.strip()]
     stdout = capsys.readouterr().out
 
-    # THEN each line is JSON with the API Gateway request id as correlation id
+    # THEN each line is JSON with the API Gateway request id as correlation id; a request that went
+    # well has its line in the gateway's access log, not here (tests/deploy: the access log's format)
     records = [json.loads(line) for line in lines]
-    requests = [r for r in records if r["message"] == "request"]
-    assert len(requests) >= 7
-    assert all(r["correlation_id"].startswith("req-") for r in requests)
-    assert {r["status"] for r in requests} >= {200, 303, 401}
+    assert records and all(r["correlation_id"].startswith("req-") for r in records)
+    assert all(r["message"] != "request" for r in records)
+    # AND the refused sign-in is logged, with its status and code and nothing about the account
+    refusals = [r for r in records if r["message"] == "Refused"]
+    assert [(r["service"], r["status"], r["error"]) for r in refusals] == [
+        ("dashgate-login", 401, "invalid_credentials")]
+    assert ALICE["email"] not in "\n".join(lines)
     # AND no password, hash, cookie, token or key appears anywhere in the output
     password_hash = db.execute("SELECT password_hash FROM public.users").fetchone()[0]
     secrets = [PASSWORD, "wrong password", password_hash, password_hash.split("$")[-1], session_cookie,

@@ -314,8 +314,9 @@ def test_a_whole_recovery_journey_never_logs_a_token_or_a_link(new_browser, outb
             context.__exit__(None, None, None)
     logged = "\n".join(stream.getvalue() for stream in streams.values()) + capsys.readouterr().out
 
-    # THEN the functions logged their requests and counted what happened, and no token, link or password
-    assert '"path":"/password/reset/"' in logged.replace(" ", "")
+    # THEN the mailer logged its mails, the functions counted what happened, and no token, link or
+    # password appears (a request that went well is logged by the gateway's access log, not here)
+    assert logged.count('"message":"Mail sent"') >= 2
     for metric in ("ResetRequests", "PasswordResets", "EmailConfirmations", "PasswordChanges", "MailsSent"):
         assert f'"{metric}":[1.0]' in logged.replace(" ", "")
     for secret in (token_in(confirm_link), confirm_link, token_in(link), link, PASSWORD, NEW_PASSWORD):

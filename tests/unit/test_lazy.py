@@ -12,14 +12,27 @@ PROBE = """
 import json, sys
 sys.path[0:0] = [{function!r}, {layer!r}]
 import app
-loaded = sorted(m for m in sys.modules if m.startswith("aws_lambda_powertools."))
+loaded = sorted(m for m in sys.modules if m.startswith(("aws_lambda_powertools.", "asyncio.", "jmespath")))
+import asyncio, asyncio.exceptions, logging
+from aws_lambda_powertools import Tracer
+from aws_lambda_powertools.utilities.jmespath_utils import query
+
+async def answer():
+    await asyncio.sleep(0)
+    return 42
+
+package_logger = logging.getLogger("aws_lambda_powertools")
 from aws_lambda_powertools.event_handler import AppSyncResolver, APIGatewayHttpResolver
 from aws_lambda_powertools.utilities.data_classes import SQSEvent, APIGatewayProxyEventV2
 import aws_lambda_powertools.event_handler as handlers
 print(json.dumps({{"loaded": loaded, "all": sorted(handlers.__all__),
                    "same_class": APIGatewayHttpResolver is type(app.app).__mro__[1],
                    "event": APIGatewayProxyEventV2.__name__, "sqs": SQSEvent.__name__,
-                   "appsync": AppSyncResolver.__module__}}))
+                   "appsync": AppSyncResolver.__module__, "asyncio_run": asyncio.run(answer()),
+                   "cancelled_is_one_class": asyncio.CancelledError is asyncio.exceptions.CancelledError,
+                   "tracer": Tracer.__module__, "jmespath": query(envelope="a.b", data={{"a": {{"b": 1}}}}),
+                   "package_logger": [type(h).__name__ for h in package_logger.handlers],
+                   "package_logger_propagates": package_logger.propagate}}))
 """
 
 
@@ -42,7 +55,15 @@ def test_a_function_loads_only_the_http_resolver_and_the_packages_still_answer_e
                    "aws_lambda_powertools.utilities.data_classes.kafka_event",
                    "aws_lambda_powertools.utilities.data_classes.s3_event"):
         assert unused not in loaded
+    # AND neither JMESPath (dashgate reads the correlation id itself) nor asyncio's loops and streams
+    # (psycopg imports a few asyncio names for its async half) were loaded
+    assert not [m for m in loaded if m.startswith("jmespath")]
+    assert "asyncio.base_events" not in loaded and "asyncio.exceptions" in loaded
     # AND every name of the packages is still there when asked for, from the modules that define it
     assert result["same_class"] and result["event"] == "APIGatewayProxyEventV2" and result["sqs"] == "SQSEvent"
     assert result["appsync"] == "aws_lambda_powertools.event_handler.appsync"
     assert "APIGatewayHttpResolver" in result["all"] and "AppSyncResolver" in result["all"]
+    assert result["asyncio_run"] == 42 and result["cancelled_is_one_class"]
+    assert result["tracer"] == "aws_lambda_powertools.tracing.tracer" and result["jmespath"] == 1
+    # AND Powertools' own log messages are still discarded, as its __init__ arranges
+    assert result["package_logger"] == ["NullHandler"] and result["package_logger_propagates"] is False
