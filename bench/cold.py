@@ -112,7 +112,14 @@ def count_instructions(items: dict[str, list[str]], env: dict[str, str]) -> dict
         return {}
 
     def count(argv: list[str]) -> int:
-        done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], env=env,
+        extra = {}
+        while argv[0] == "env" or "=" in argv[0]:  # `env NAME=value python ...`: valgrind must run python itself
+            if argv[0] != "env":
+                name, _, value = argv[0].partition("=")
+                extra[name] = value
+            argv = argv[1:]
+        done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                              env={**env, **extra},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600, check=False)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or found is None:
