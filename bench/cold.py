@@ -90,8 +90,8 @@ def measure_imports(env: dict[str, str], runs: int, with_boto3: bool, baseline: 
             if before and (before.parent / "functions" / name / "app.py").exists():
                 items[f"{name} @ baseline"] = [PYTHON, "-c", import_code(name, before)]
         # In AWS the functions that send mail have MAIL_QUEUE_URL, and load the SQS client at init.
-        items["forgot (SQS queue)"] = ["env", f"MAIL_QUEUE_URL={SQS_QUEUE_URL}", PYTHON, "-c",
-                                       import_code("forgot", ROOT / "shared")]
+        items["forgot (SQS queue)"] = [PYTHON, "-c", f"import os; os.environ['MAIL_QUEUE_URL'] = {SQS_QUEUE_URL!r}; "
+                                                     + import_code("forgot", ROOT / "shared")]
         if with_boto3:
             items["boto3 + Secrets Manager client"] = [PYTHON, "-c", BOTO3_CLIENT]
         for argv in items.values():  # once unmeasured: fills the bytecode caches, and the page cache
@@ -112,14 +112,7 @@ def count_instructions(items: dict[str, list[str]], env: dict[str, str]) -> dict
         return {}
 
     def count(argv: list[str]) -> int:
-        extra = {}
-        while argv[0] == "env" or "=" in argv[0]:  # `env NAME=value python ...`: valgrind must run python itself
-            if argv[0] != "env":
-                name, _, value = argv[0].partition("=")
-                extra[name] = value
-            argv = argv[1:]
-        done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-                              env={**env, **extra},
+        done = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600, check=False)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or found is None:

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,21 +64,27 @@ class Route:
         return {} if path == self.path else None
 
 
-def read_routes(template: Path = ROOT / "template.yaml") -> list[Route]:
-    """Every HttpApi route of every function in the SAM template: the one route table there is."""
+def template_functions(template: Path) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """(logical id, properties, events) of every function in the SAM template."""
     from samtranslator.yaml_helper import yaml_parse  # parses CloudFormation's !Ref and friends
 
-    resources = yaml_parse(template.read_text())["Resources"]
-    routes = []
-    for logical_id, resource in resources.items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource["Properties"]
-        for event in (props.get("Events") or {}).values():
-            if event.get("Type") == "HttpApi":
-                routes.append(Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id,
-                                    ROOT / props["CodeUri"], props["Handler"]))
-    return routes
+    for logical_id, resource in yaml_parse(template.read_text())["Resources"].items():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            props = resource["Properties"]
+            yield logical_id, props, list((props.get("Events") or {}).values())
+
+
+def code_route(logical_id: str, props: dict[str, Any]) -> Route:
+    """A route that only names a function's code (method and path empty): schedules, queue consumers."""
+    return Route("", "", logical_id, ROOT / props["CodeUri"], props["Handler"])
+
+
+def read_routes(template: Path = ROOT / "template.yaml") -> list[Route]:
+    """Every HttpApi route of every function in the SAM template: the one route table there is."""
+    return [Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id,
+                  ROOT / props["CodeUri"], props["Handler"])
+            for logical_id, props, events in template_functions(template)
+            for event in events if event.get("Type") == "HttpApi"]
 
 
 #: Seconds in each unit of an EventBridge `rate()` expression.
@@ -95,35 +101,21 @@ class Schedule:
 
 def read_schedules(template: Path = ROOT / "template.yaml") -> list[Schedule]:
     """Every `rate(...)` schedule of every function in the SAM template."""
-    from samtranslator.yaml_helper import yaml_parse
-
     schedules = []
-    for logical_id, resource in yaml_parse(template.read_text())["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource["Properties"]
-        for event in (props.get("Events") or {}).values():
+    for logical_id, props, events in template_functions(template):
+        for event in events:
             settings = event.get("Properties") or {}
             expression = settings.get("ScheduleExpression") or settings.get("Schedule") or ""
             if event.get("Type") in ("Schedule", "ScheduleV2") and expression.startswith("rate("):
                 count, unit = expression.removeprefix("rate(").removesuffix(")").split()
-                route = Route("", "", logical_id, ROOT / props["CodeUri"], props["Handler"])
-                schedules.append(Schedule(route, int(count) * RATE_UNITS[unit]))
+                schedules.append(Schedule(code_route(logical_id, props), int(count) * RATE_UNITS[unit]))
     return schedules
 
 
 def read_queue_consumers(template: Path = ROOT / "template.yaml") -> list[Route]:
     """Every function that an SQS event of the SAM template feeds (the mailer); method and path are empty."""
-    from samtranslator.yaml_helper import yaml_parse
-
-    consumers = []
-    for logical_id, resource in yaml_parse(template.read_text())["Resources"].items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource["Properties"]
-        if any(event.get("Type") == "SQS" for event in (props.get("Events") or {}).values()):
-            consumers.append(Route("", "", logical_id, ROOT / props["CodeUri"], props["Handler"]))
-    return consumers
+    return [code_route(logical_id, props) for logical_id, props, events in template_functions(template)
+            if any(event.get("Type") == "SQS" for event in events)]
 
 
 def select_route(routes: Iterable[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:

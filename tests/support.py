@@ -13,7 +13,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -300,3 +302,29 @@ class Relay:
             if not self.silent.is_set():
                 with contextlib.suppress(OSError):
                     sink.sendall(data)
+
+
+@contextlib.contextmanager
+def json_endpoint(reply: Callable[[BaseHTTPRequestHandler], tuple[int, Any]]) -> Iterator[int]:
+    """A local HTTP server that answers every GET with `reply(request)`: a status and a body to send as
+    JSON (AWS's container credentials endpoint, the secrets extension); yields its port."""
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, payload = reply(self)
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()

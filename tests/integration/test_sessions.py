@@ -11,7 +11,7 @@ import pytest
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
 from tests.conftest import ALICE, KEY, OLD_KEY, PASSWORD
-from tests.support import ORIGIN, Browser, LambdaContext, capture_logs, make_event
+from tests.support import ORIGIN, Browser, LambdaContext, capture_logs, json_endpoint, make_event
 
 CREDENTIALS = {"email": "alice@example.com", "password": PASSWORD}
 
@@ -238,33 +238,21 @@ def test_behind_rds_proxy_nothing_pins_the_connection(load, database_url: str) -
 @pytest.fixture
 def secrets_extension(monkeypatch: pytest.MonkeyPatch):
     """A stand-in for the Parameters and Secrets Lambda extension on a local port."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
     from urllib.parse import parse_qs, urlsplit
 
     secrets = {"dashgate/session": json.dumps({"current": "e" * 40})}
     seen: list[dict] = []
 
-    class Extension(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            secret_id = parse_qs(parts.query)["secretId"][0]
-            seen.append({"path": parts.path, "token": self.headers.get("X-Aws-Parameters-Secrets-Token")})
-            body = json.dumps({"Name": secret_id, "SecretString": secrets[secret_id]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def reply(request) -> tuple[int, dict]:
+        parts = urlsplit(request.path)
+        secret_id = parse_qs(parts.query)["secretId"][0]
+        seen.append({"path": parts.path, "token": request.headers.get("X-Aws-Parameters-Secrets-Token")})
+        return 200, {"Name": secret_id, "SecretString": secrets[secret_id]}
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Extension)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(server.server_port))
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
-    yield seen
-    server.shutdown()
+    with json_endpoint(reply) as port:
+        monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(port))
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
+        yield seen
 
 
 def test_keys_come_through_the_secrets_extension_without_boto3(load, secrets_extension, monkeypatch, alice: dict,

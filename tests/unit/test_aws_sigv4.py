@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from botocore import auth as botocore_auth
@@ -15,6 +13,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from dashgate import aws
 from dashgate.aws import AwsError, Credentials, sign
+from tests.support import json_endpoint
 
 NOW = datetime(2025, 3, 14, 15, 9, 26, tzinfo=UTC)
 SQS_HEADERS = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.SendMessage"}
@@ -76,35 +75,28 @@ def test_credentials_come_from_the_lambda_environment(monkeypatch: pytest.Monkey
     assert aws.current_credentials() == Credentials("AKID", "secret", "token")
 
 
+def use_container_endpoint(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """What Lambda SnapStart gives a function: no keys, a container credentials endpoint (on `port`)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{port}/creds")
+    monkeypatch.setattr(aws, "_container_cache", {})
+
+
 def test_without_keys_the_container_endpoint_is_asked_once_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN what Lambda SnapStart gives a function: no keys, a container credentials endpoint
     asked: list[str | None] = []
 
-    class Endpoint(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.headers.get("Authorization"))
-            body = json.dumps({"AccessKeyId": "ASIA", "SecretAccessKey": "s", "Token": "t",
-                               "Expiration": "2999-01-01T00:00:00Z"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def reply(request) -> tuple[int, dict]:
+        asked.append(request.headers.get("Authorization"))
+        return 200, {"AccessKeyId": "ASIA", "SecretAccessKey": "s", "Token": "t",
+                     "Expiration": "2999-01-01T00:00:00Z"}
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{server.server_port}/creds")
-    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "auth-token")
-    monkeypatch.setattr(aws, "_container_cache", {})
-    try:
+    with json_endpoint(reply) as port:
+        use_container_endpoint(monkeypatch, port)
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "auth-token")
         # WHEN two calls need credentials
         first, second = aws.current_credentials(), aws.current_credentials()
-    finally:
-        server.shutdown()
 
     # THEN the endpoint was asked once, with its token
     assert first == second and first.access_key == "ASIA" and first.token == "t"
@@ -117,31 +109,16 @@ def test_container_credentials_are_refreshed_before_they_expire_and_kept_while_t
     # refreshed), which answers the second time with new keys and then fails
     answers = [(200, "first"), (200, "second"), (500, "")]
 
-    class Endpoint(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, key = answers.pop(0)
-            expires = datetime.fromtimestamp(time.time() + 200, UTC).isoformat()
-            body = json.dumps({"AccessKeyId": key, "SecretAccessKey": "s", "Token": "t",
-                               "Expiration": expires}).encode() if status == 200 else b"{}"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def reply(request) -> tuple[int, dict]:
+        status, key = answers.pop(0)
+        expires = datetime.fromtimestamp(time.time() + 200, UTC).isoformat()
+        return status, ({"AccessKeyId": key, "SecretAccessKey": "s", "Token": "t", "Expiration": expires}
+                        if status == 200 else {})
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{server.server_port}/creds")
-    monkeypatch.setattr(aws, "_container_cache", {})
-    try:
+    with json_endpoint(reply) as port:
+        use_container_endpoint(monkeypatch, port)
         # WHEN three calls need credentials
         keys = [aws.current_credentials().access_key for _ in range(3)]
-    finally:
-        server.shutdown()
 
     # THEN each asked again; the failed refresh kept the keys that still work instead of failing
     assert keys == ["first", "second", "second"] and answers == []
