@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.batch import (  # noqa: E402
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord  # noqa: E402
 
 from dashgate.mail import MailRequest  # noqa: E402
-from dashgate.mailer import Mailer, transport_for  # noqa: E402
+from dashgate.mailer import Mailer, MailNotSent, transport_for  # noqa: E402
 from dashgate.runtime import Runtime  # noqa: E402
 
 runtime = Runtime("mailer", sessions=False)
@@ -43,8 +43,15 @@ def deliver(record: SQSRecord) -> None:
     try:
         sent = mailer.deliver(request, now=runtime.now())
     except Exception as exc:
+        # The service's status and error code (MessageRejected, Throttling...) say why; neither holds a token.
+        cause = {"cause": type(exc).__name__, "status": getattr(exc.__cause__, "status", None),
+                 "code": getattr(exc.__cause__, "code", None)}
+        if isinstance(exc, MailNotSent) and exc.maybe_sent:  # sending it again would void the link it carries
+            runtime.count("MailsUncertain")
+            runtime.logger.warning("Mail may have been sent; not retried", extra={**where, **cause})
+            return
         runtime.count("MailsFailed")
-        runtime.logger.error("Mail not sent; the queue will retry", extra={**where, "cause": type(exc).__name__})
+        runtime.logger.error("Mail not sent; the queue will retry", extra={**where, **cause})
         raise
     if sent is None:
         runtime.logger.info("Nothing to send", extra=where)

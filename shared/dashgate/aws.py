@@ -45,11 +45,14 @@ STALE_CONNECTION = (ConnectionResetError, BrokenPipeError, http.client.RemoteDis
 
 
 class AwsError(Exception):
-    """A call that failed: no credentials, the network, or an error answer (`status`, `code`)."""
+    """A call that failed: no credentials, the network, or an error answer (`status`, `code`).
+    `maybe_done`: the request reached the service and its answer was lost (a timeout or a cut
+    connection while waiting): the service may have carried it out, so sending it again may repeat it."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 maybe_done: bool = False) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.maybe_done = status, code, maybe_done
 
 
 @dataclass(frozen=True)
@@ -212,21 +215,25 @@ class Endpoint:
             for attempt in (1, 2):
                 reused = self._connection is not None
                 connection = self._connection or self._connect()
+                sent = False
                 try:
                     connection.request("POST", path, body=body, headers=headers)
+                    sent = True
                     response = connection.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
                     self.close()
                     if reused and attempt == 1 and isinstance(exc, STALE_CONNECTION):
-                        continue
-                    raise AwsError(f"{self.service} unreachable: {type(exc).__name__}") from exc
+                        continue  # closed while idle: the service never read the request
+                    if not sent:
+                        raise AwsError(f"{self.service} unreachable: {type(exc).__name__}") from exc
+                    raise AwsError(f"{self.service} did not answer: {type(exc).__name__}", maybe_done=True) from exc
                 try:
                     reply = response.read()
                 except (OSError, http.client.HTTPException) as exc:
                     # The status line came: the service has handled the request. Never send it again
-                    # (a second message, a second mail); the caller learns it failed.
+                    # (a second message, a second mail); the caller learns it may have been done.
                     self.close()
-                    raise AwsError(f"{self.service} answer lost: {type(exc).__name__}") from exc
+                    raise AwsError(f"{self.service} answer lost: {type(exc).__name__}", maybe_done=True) from exc
                 if response.will_close:
                     self.close()
                 return response.status, reply, response.getheader("x-amzn-ErrorType")

@@ -41,7 +41,12 @@ LINK_LIKE = re.compile(r"://|www\.|@|\.[a-z]{2,}\b", re.IGNORECASE)
 
 
 class MailNotSent(Exception):
-    """The transport could not send a mail (the queue retries it)."""
+    """The transport could not send a mail (the queue retries it). `maybe_sent`: the mail service got it
+    and its answer was lost; the mail may be on its way, so it is neither withdrawn nor sent again."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class SesTransport:
         try:
             answer = self.endpoint.post_json(SES_SEND_PATH, payload)
         except AwsError as exc:
-            raise MailNotSent(str(exc)) from exc
+            raise MailNotSent(str(exc), maybe_sent=exc.maybe_done) from exc
         return str(answer.get("MessageId") or "")
 
 
@@ -260,13 +265,17 @@ class Mailer:
 
     def deliver(self, request: MailRequest, *, now: datetime) -> Sent | None:
         """Send what `request` asks for; None when there is nothing to send. When sending fails, the
-        issued token and its count are withdrawn and the error raised, so that the retry can send."""
+        issued token and its count are withdrawn and the error raised, so that the retry can send; when
+        the mail may have been sent (MailNotSent.maybe_sent), its token stays valid (a retry would void
+        the link it carries and send a second mail)."""
         issued = self.recovery.issue(request, now=now)
         if issued is None:
             return None
         try:
             message_id = self.transport.send(render(issued, self.settings, now=now))
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, MailNotSent) and exc.maybe_sent:
+                raise
             # The send's error is the one to report (and retry on); a failure to withdraw only costs the
             # address one of its day's mails, so it is logged and never put in its place.
             try:

@@ -574,6 +574,11 @@ class Store:
             return created.rowcount == 1
         return self._run(work)  # the claim checked this connection for a goodbye a password hash ago
 
+    def password_hash(self, *, user_id: int) -> str | None:
+        """The user's password hash as stored now (None when the user is gone)."""
+        row = self._run(lambda conn: conn.execute(FIND_USER_WITH_HASH, {"user_id": user_id}).fetchone())
+        return row[6] if row else None
+
     def prune(self, *, now: datetime, idle: timedelta, counters_quiet_for: timedelta, seconds: float,
               batch: int = 1000) -> tuple[int, int, int]:
         """Delete dead sessions, forgotten counters and spent tokens, batch by batch, for at most about

@@ -106,7 +106,15 @@ class Users:
         if not self.store.record_login_success(user_id=found.user.id, ip=ip, now=now, new_hash=new_hash,
                                                checked_hash=found.password_hash, counted=counted, reset=counted[:1],
                                                session=session, presented_hash=presented_hash):
-            raise InvalidCredentials()  # the password was reset or changed while this attempt was checked
+            # The stored hash changed while argon2 ran: a parallel login stored a re-hash of the same
+            # password, or a reset or change replaced it. The session is created only if the password is
+            # also the one stored now (counters settled and the presented session revoked already).
+            current = self.store.password_hash(user_id=found.user.id)
+            if current is None or not self.passwords.verify(current, form.password) or \
+                    not self.store.record_login_success(user_id=found.user.id, ip=ip, now=now, new_hash=None,
+                                                        checked_hash=current, counted=[], reset=[],
+                                                        session=session, presented_hash=None):
+                raise InvalidCredentials()
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
                         device_token)
 

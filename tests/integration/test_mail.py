@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +54,7 @@ def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch, env: dict) -> dict[str,
     boto3.client("sesv2", region_name=REGION, endpoint_url=moto_url).create_email_identity(EmailIdentity="example.test")
     received: list[dict[str, Any]] = []
     failing: set[str] = set()
+    slow: set[str] = set()
     original = SESV2Response.send_email
 
     def recording_send_email(self: SESV2Response):
@@ -60,12 +62,15 @@ def moto(moto_url: str, monkeypatch: pytest.MonkeyPatch, env: dict) -> dict[str,
         received.append(request)
         if set(request["Destination"]["ToAddresses"]) & failing:  # SES having a bad moment for this one
             return json.dumps({"message": "try again"}), {"status": 500, "x-amzn-ErrorType": "InternalFailure"}
-        return original(self)
+        answer = original(self)
+        if set(request["Destination"]["ToAddresses"]) & slow:  # sent, but the answer comes too late
+            time.sleep(1.5)
+        return answer
 
     monkeypatch.setattr(SESV2Response, "send_email", recording_send_email)
     monkeypatch.setenv("MAIL_QUEUE_URL", queue_url)
     return {"url": moto_url, "sqs": sqs, "queue_url": queue_url, "received": received, "failing": failing,
-            "sent": lambda: ses_backends[ACCOUNT][REGION].sent_messages}
+            "slow": slow, "sent": lambda: ses_backends[ACCOUNT][REGION].sent_messages}
 
 
 def add_user(db, email: str, first_name: str = "Alice") -> int:
@@ -188,6 +193,27 @@ def test_only_the_record_that_failed_to_send_is_reported_and_its_retry_sends(mot
     retry = {"Records": [r for r in event["Records"] if r["messageId"] == bob]}
     assert mailer.lambda_handler(retry, LambdaContext()) == {"batchItemFailures": []}
     assert moto["sent"]()[-1].destinations == {"ToAddresses": ["bob@example.com"]}
+
+
+def test_a_mail_whose_answer_never_comes_is_not_sent_again_and_its_link_keeps_working(
+        moto: dict[str, Any], load, db, caplog) -> None:
+    # GIVEN SES that sends alice's mail but answers after the mailer stopped waiting
+    add_user(db, "alice@example.com")
+    moto["slow"].add("alice@example.com")
+    mailer = load("mailer")
+    mailer.mailer.transport.endpoint.timeout = 0.5
+    event = queued_event(moto, MailRequest("password_reset", "alice@example.com"))
+
+    # WHEN the batch is handled
+    result = mailer.lambda_handler(event, LambdaContext())
+
+    # THEN the message is not reported failed: its retry would send a second mail and void the first's link
+    assert result == {"batchItemFailures": []}
+    assert len(moto["sent"]()) == 1
+    # AND the token of the mail that went out still works
+    assert db.execute("SELECT count(*) FROM public.dashgate_tokens WHERE purpose = 'password_reset' "
+                      "AND used_at IS NULL").fetchone()[0] == 1
+    assert "Mail may have been sent; not retried" in logged(caplog) and '"MailsUncertain"' not in logged(caplog)
 
 
 def test_a_malformed_body_is_dropped_not_retried(moto: dict[str, Any], load, db, caplog) -> None:

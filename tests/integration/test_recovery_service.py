@@ -320,6 +320,36 @@ def test_a_login_checked_against_the_old_password_while_a_reset_commits_gets_no_
     assert svc.users.current_user(svc.sign_in(password=NEW_PASSWORD), now=svc.clock()) is not None
 
 
+def test_a_correct_login_whose_stale_hash_a_parallel_login_re_hashed_still_signs_in(make_service, db) -> None:
+    # GIVEN alice's password stored with weaker parameters than the ones now set (due for a re-hash)
+    make_service().register()
+    svc = make_service(ARGON2_TIME_COST="2")
+    rehashed_during_the_hash = []
+
+    class OtherLoginWhileHashing(CountingPasswords):
+        """argon2 says yes; before this login records it, a parallel login (a double click) signs in
+        and stores the re-hash."""
+
+        def verify(self, stored_hash: str | None, password: str) -> bool:
+            correct = super().verify(stored_hash, password)
+            if not rehashed_during_the_hash:
+                rehashed_during_the_hash.append(True)
+                svc.sign_in()
+            return correct
+
+    racing = Users(svc.settings, svc.store, svc.tokens, OtherLoginWhileHashing(svc.settings))
+    before = db.execute("SELECT password_hash FROM public.users").fetchone()[0]
+
+    # WHEN the first login, verified against the old hash, finishes after the other stored the new one
+    signed_in = racing.authenticate(SignIn(ALICE, PASSWORD, False), ip=IP, presented_token=None, now=svc.clock())
+
+    # THEN both signed in (SPEC: parallel correct logins all succeed), and the hash was re-hashed once
+    assert rehashed_during_the_hash and svc.users.current_user(signed_in.token, now=svc.clock()) is not None
+    assert live_sessions(db) == 2
+    after = db.execute("SELECT password_hash, login_count FROM public.users").fetchone()
+    assert after[0] != before and after[1] == 2
+
+
 def test_a_reset_whose_notice_cannot_be_queued_is_still_done(make_service) -> None:
     svc = make_service(queue=BrokenQueue())
     svc.register()

@@ -96,3 +96,17 @@ def test_the_page_escapes_the_text_and_links_only_to_the_public_base_url(tmp_pat
     assert "&quot;&lt;b&gt;&quot;" in html
     assert pages.linked("http://127.0.0.1:30001/x") == "http://127.0.0.1:30001/x"  # another port: not ours
     assert pages.respond("/_outbox/")[0] == 200 and b"No mail yet" in pages.respond("/_outbox/")[2]
+
+
+def test_only_the_mailers_own_files_are_served_not_a_path_out_of_the_outbox(tmp_path: Path) -> None:
+    # GIVEN an outbox beside the local session key, as `make run` lays them out (.local/outbox, .local/session-key)
+    (tmp_path / "outbox").mkdir()
+    (tmp_path / "session-key").write_text("Subject: the key\n\nsecret\n")
+    (tmp_path / "outbox" / "notes.eml").write_text("Subject: not the mailer's\n\nhello\n")
+    pages = OutboxPages(tmp_path / "outbox", BASE)
+
+    # WHEN paths that leave the outbox, or name a file the mailer did not write, are asked for
+    # THEN each is a 404 without the file's text (a raw `..` reaches the gateway undecoded)
+    for path in ("/_outbox/../session-key", "/_outbox/../outbox/../session-key", "/_outbox/notes.eml"):
+        status, _, body, _ = pages.respond(path)
+        assert status == 404 and b"secret" not in body and b"hello" not in body

@@ -146,11 +146,12 @@ def test_a_silent_server_on_a_kept_alive_connection_costs_one_timeout_and_no_sec
     started = time.monotonic()
 
     # WHEN the next request is sent on it
-    with pytest.raises(AwsError, match="unreachable"):
+    with pytest.raises(AwsError, match="did not answer") as raised:
         client.post_json("/", {})
 
     # THEN it failed after one timeout, and was not sent again on a new connection (TimeoutError is
-    # not the sign of a connection closed while idle)
+    # not the sign of a connection closed while idle); the caller learns it may have been carried out
+    assert raised.value.maybe_done
     assert time.monotonic() - started < 1.0
     assert server.connections == 1 and server.requests == 2
     server.close()
@@ -166,10 +167,25 @@ def test_an_answer_cut_off_after_its_status_line_is_an_error_and_never_sent_agai
     client.post_json("/", {})
 
     # WHEN the request's answer is lost
-    with pytest.raises(AwsError, match="answer lost"):
+    with pytest.raises(AwsError, match="answer lost") as raised:
         client.post_json("/", {})
+    assert raised.value.maybe_done
 
     # THEN it reached the service once: no retry on a new connection
     time.sleep(0.2)
     assert server.requests == 2 and server.connections == 1
     server.close()
+
+
+def test_a_service_that_cannot_be_reached_did_nothing() -> None:
+    # GIVEN an address where nothing listens
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    client = Endpoint(f"http://127.0.0.1:{port}", service="ses", region="eu-west-1", timeout=0.5)
+
+    # WHEN a request is sent THEN it is an error that says the request never reached the service
+    with pytest.raises(AwsError, match="unreachable") as raised:
+        client.post_json("/", {})
+    assert not raised.value.maybe_done

@@ -153,6 +153,21 @@ def test_a_mail_that_could_not_be_sent_is_withdrawn_and_the_error_raised() -> No
     assert recovery.withdrawn == [recovery.result]
 
 
+def test_a_mail_that_may_have_been_sent_keeps_its_token() -> None:
+    # GIVEN a transport whose service took the mail and never answered
+    class Unanswered:
+        def send(self, message):
+            raise MailNotSent("ses did not answer: TimeoutError", maybe_sent=True)
+
+    recovery = Recorded(issued("password_reset"))
+
+    # WHEN the mail is delivered THEN the caller learns it may have been sent, and the link it may
+    # carry still works (withdrawing it would void a link already in the user's inbox)
+    with pytest.raises(MailNotSent) as raised:
+        Mailer(SETTINGS, recovery, Unanswered()).deliver(MailRequest("password_reset", "alice@example.com"), now=NOW)
+    assert raised.value.maybe_sent and recovery.withdrawn == []
+
+
 def test_a_withdrawal_that_fails_is_logged_and_the_send_error_still_raised(caplog) -> None:
     class Unwithdrawable(Recorded):
         def withdraw(self, issued, *, now):
