@@ -33,10 +33,13 @@ class LazyPackage(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         state = self.__dict__
         if state.get("_lazy_loaded"):
+            with _LOADING:  # another thread may be running the real __init__: wait for it to finish
+                if name in state:
+                    return state[name]
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         source = state["_lazy_names"].get(name)
-        if source is not None and source != self.__name__:
-            value = getattr(importlib.import_module(source), name)
+        if source is not None and source[0] != self.__name__:
+            value = getattr(importlib.import_module(source[0]), source[1])
         elif not name.startswith("__") and importlib.util.find_spec(f"{self.__name__}.{name}") is not None:
             value = importlib.import_module(f"{self.__name__}.{name}")
         else:
@@ -50,8 +53,12 @@ class LazyPackage(types.ModuleType):
         with _LOADING:
             if self.__dict__.get("_lazy_loaded"):
                 return
-            self.__dict__["_lazy_loaded"] = True
-            exec(self.__spec__.loader.get_code(self.__name__), self.__dict__)  # noqa: S102 - the package's own code
+            self.__dict__["_lazy_loaded"] = True  # (names the __init__ asks of itself while it runs are its own)
+            try:
+                exec(self.__spec__.loader.get_code(self.__name__), self.__dict__)  # noqa: S102 - the package's code
+            except BaseException:
+                self.__dict__["_lazy_loaded"] = False  # as a failed import: the next use tries again
+                raise
 
 
 def defer_init(name: str, names: dict[str, str] | None = None) -> bool:
@@ -66,7 +73,8 @@ def defer_init(name: str, names: dict[str, str] | None = None) -> bool:
     module = LazyPackage(name)  # (find_spec imported the parent package, which the stand-in joins)
     module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
     module.__path__, module.__package__ = list(spec.submodule_search_locations), name
-    module.__dict__["_lazy_names"] = names if names is not None else _imported_names(spec.origin, name)
+    module.__dict__["_lazy_names"] = ({alias: (source, alias) for alias, source in names.items()} if names is not None
+                                      else _imported_names(spec.origin, name))
     sys.modules[name] = module
     parent, _, child = name.rpartition(".")
     if parent:
@@ -74,11 +82,12 @@ def defer_init(name: str, names: dict[str, str] | None = None) -> bool:
     return True
 
 
-def _imported_names(init_file: str, package: str) -> dict[str, str]:
-    """name -> the module an `__init__.py` imports it from (`from .logging import Logger`)."""
+def _imported_names(init_file: str, package: str) -> dict[str, tuple[str, str]]:
+    """name -> the module an `__init__.py` imports it from and its name there (`from .logging import
+    Logger`, `from .x import A as B`)."""
     with open(init_file, encoding="utf-8") as source:
         tree = ast.parse(source.read(), init_file)
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
@@ -86,7 +95,7 @@ def _imported_names(init_file: str, package: str) -> dict[str, str]:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 module = f"{base}.{module}" if module else base
             for alias in node.names:
-                names[alias.asname or alias.name] = module
+                names[alias.asname or alias.name] = (module, alias.name)
     return names
 
 

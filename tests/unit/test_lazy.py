@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
+import pytest
+
+from dashgate.lazy import defer_init
 from tests.support import ROOT
 
 PROBE = """
@@ -67,3 +72,68 @@ def test_a_function_loads_only_the_http_resolver_and_the_packages_still_answer_e
     assert result["tracer"] == "aws_lambda_powertools.tracing.tracer" and result["jmespath"] == 1
     # AND Powertools' own log messages are still discarded, as its __init__ arranges
     assert result["package_logger"] == ["NullHandler"] and result["package_logger_propagates"] is False
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """package(name, init, **modules): a package written under tmp_path, importable, forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made: list[str] = []
+
+    def make(name: str, init: str, **modules: str) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(init)
+        for module, text in modules.items():
+            (tmp_path / name / f"{module}.py").write_text(text)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
+            del sys.modules[key]
+
+
+def test_a_renamed_import_is_found_under_its_new_name_without_running_the_init(package) -> None:
+    name = package("renaming", "from .part import A as B\nRAN = True\n", part="A = 42\n")
+    assert defer_init(name)
+
+    from renaming import B  # type: ignore[import-not-found]
+
+    assert B == 42 and "RAN" not in vars(sys.modules[name])
+
+
+def test_threads_asking_while_the_init_runs_wait_for_it(package) -> None:
+    # GIVEN a package whose __init__ takes a while, deferred
+    name = package("slow", "import time\ntime.sleep(0.3)\nLATE = 1\n")
+    defer_init(name)
+    seen: list[object] = []
+
+    def ask() -> None:
+        try:
+            seen.append(sys.modules[name].LATE)
+        except Exception as exc:  # what the second thread got before: AttributeError while the first ran it
+            seen.append(exc)
+
+    # WHEN two threads ask for a name only the __init__ defines, the second while the first runs it
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+
+    # THEN both get it
+    assert seen == [1, 1]
+
+
+def test_an_init_that_fails_fails_as_an_import_and_runs_again_next_time(package, tmp_path) -> None:
+    flag = tmp_path / "fail-once"
+    flag.write_text("")
+    name = package("flaky", f"import os\nif os.path.exists({str(flag)!r}):\n    os.remove({str(flag)!r})\n"
+                            "    raise RuntimeError('first time')\nREADY = True\n")
+    defer_init(name)
+
+    with pytest.raises(RuntimeError):
+        sys.modules[name].READY  # noqa: B018
+    assert sys.modules[name].READY is True
