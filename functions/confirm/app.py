@@ -112,7 +112,7 @@ def send_new_link(request: Request) -> http.Response:
         raise NotSignedIn()
     message = ALREADY
     if not user.email_confirmed:
-        runtime.recovery.send_confirmation(user, now=runtime.now())
+        runtime.recovery.send_confirmation(user)
         message = SENT
     if request.wants_json:
         return http.json_response(202 if message == SENT else 200, MessageOut(message=message).body())

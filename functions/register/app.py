@@ -17,7 +17,6 @@ from dashgate.models import FieldsOut, SignedInOut, UserOut
 from dashgate.models.register import RegisterRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
-from dashgate.store import User
 from dashgate.users import SignUp
 
 #: The seed app's wording, shown once on the login page after a successful registration.
@@ -67,19 +66,10 @@ def create_account(body: Annotated[RegisterRequest, Body()]):
         runtime.count("RegistrationsThrottled")
         raise
     runtime.count("Registrations")
-    send_confirmation(user)
+    runtime.recovery.send_confirmation(user, best_effort=True)  # the registration stands whatever the queue
     if request.wants_json:
         return http.json_response(201, SignedInOut(user=UserOut(**user.as_json())).body())
     return http.redirect("/login/", [runtime.tokens.flash_cookie([REGISTERED])])
-
-
-def send_confirmation(user: User) -> None:
-    """Queue the new account's confirmation link; a failure is logged, never the registration's."""
-    try:
-        runtime.recovery.send_confirmation(user, now=runtime.now())
-    except DashgateError as err:
-        runtime.logger.error("Could not queue the confirmation mail", extra={"user_id": user.id})
-        runtime.log_error(err)
 
 
 lambda_handler = runtime.handler(edge)

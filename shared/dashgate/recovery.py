@@ -30,6 +30,8 @@ from dashgate.store import Quota, Store, User
 from dashgate.users import Users, login_backoff, network_of, seconds_until
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
     from dashgate.mailqueue import MailQueue
     from dashgate.passwords import Passwords
     from dashgate.sessions import Tokens
@@ -92,12 +94,14 @@ class Recovery:
     Each part may be None where a function does not need it (the mailer hashes nothing)."""
 
     def __init__(self, settings: Settings, store: Store, tokens: Tokens | None, passwords: Passwords | None,
-                 queue: MailQueue | None) -> None:
+                 queue: MailQueue | None, *, log: Logger | logging.Logger = logger) -> None:
         self.settings = settings
         self.store = store
         self.tokens = tokens
         self.passwords = passwords
         self.queue = queue
+        #: The function's logger (JSON, with the request's correlation id), where a function built this.
+        self.log = log
 
     # -- request path -------------------------------------------------------------------------------
     def forgot(self, email: str, *, ip: str, now: datetime) -> None:
@@ -127,7 +131,7 @@ class Recovery:
         user = self.store.reset_password(token_hash=token_hash, password_hash=self.passwords.hash(password), now=now)
         if user is None:  # used by a parallel request meanwhile
             raise InvalidToken()
-        self._notify(MailRequest("password_reset_notice", user.email, user.id))
+        self._send_after_commit(MailRequest("password_reset_notice", user.email, user.id))
 
     def change(self, session_token: str | None, current_password: str, new_password: str, *, ip: str,
                now: datetime, device_token: str | None = None) -> PasswordChanged:
@@ -156,7 +160,7 @@ class Recovery:
             new_hash=hash_session_id(new_id), expires_at=now + timedelta(seconds=s.session_ttl_seconds),
             remember_expires_at=now + timedelta(seconds=s.remember_me_seconds),
             counted=counted, reset=counted[:1], now=now)
-        self._notify(MailRequest("password_changed_notice", user.email, user.id))
+        self._send_after_commit(MailRequest("password_changed_notice", user.email, user.id))
         return PasswordChanged(user, token, s.remember_me_seconds if remember else None)
 
     def confirm_token_valid(self, token: str | None, *, now: datetime) -> bool:
@@ -171,11 +175,17 @@ class Recovery:
             raise InvalidToken(InvalidToken.CONFIRMATION)
         return user
 
-    def send_confirmation(self, user: User, *, now: datetime) -> None:
+    def send_confirmation(self, user: User, *, best_effort: bool = False) -> None:
         """Enqueue a confirmation link for `user` unless the address is confirmed already (the mailer
-        applies the per-address limits, in `issue`)."""
-        if not user.email_confirmed:
-            self.queue.send(MailRequest("email_confirm", user.email, user.id))
+        applies the per-address limits, in `issue`). `best_effort`: the link comes with something else
+        (a registration, a refused login) whose answer stands; a queue that cannot be reached is logged."""
+        if user.email_confirmed:
+            return
+        request = MailRequest("email_confirm", user.email, user.id)
+        if best_effort:
+            self._send_after_commit(request)
+        else:
+            self.queue.send(request)
 
     # -- mailer side ----------------------------------------------------------------------------------
     def issue(self, request: MailRequest, *, now: datetime) -> Issued | None:
@@ -216,10 +226,10 @@ class Recovery:
         token_hash = hash_token(token)
         return token_hash is not None and self.store.token_valid(token_hash=token_hash, purpose=purpose, now=now)
 
-    def _notify(self, request: MailRequest) -> None:
-        """Enqueue a notice after the change it tells of is committed; a failure is logged, not raised."""
+    def _send_after_commit(self, request: MailRequest) -> None:
+        """Enqueue a mail after the change it goes with is committed; a failure is logged, not raised."""
         try:
             self.queue.send(request)
         except ServiceUnavailable as exc:
-            logger.warning("Could not enqueue a notice", extra={"kind": request.kind, "user_id": request.user_id,
-                                                              "cause": type(exc.__cause__).__name__})
+            self.log.warning("Could not enqueue a mail", extra={"kind": request.kind, "user_id": request.user_id,
+                                                                "cause": type(exc.__cause__).__name__})

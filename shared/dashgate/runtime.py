@@ -115,7 +115,7 @@ class Runtime:
         from dashgate.recovery import Recovery
 
         return Recovery(self.settings, self.store, self.tokens if self.keys is not None else None,
-                        self.passwords, self.mail_queue)
+                        self.passwords, self.mail_queue, log=self.logger)
 
     def before_snapshot(self) -> None:
         """SnapStart: close the database connection, which would be dead, and shared, after a restore."""

@@ -25,7 +25,7 @@ import pytest
 from dashgate.mail import MailRequest
 from tests import support
 from tests.conftest import ALICE, PASSWORD
-from tests.support import CSRF_RE, ORIGIN, Browser, Clock, LambdaContext, make_event, response_cookies
+from tests.support import CSRF_RE, ORIGIN, Browser, Clock, LambdaContext, capture_logs, make_event, response_cookies
 
 NEW_PASSWORD = "a brand new passphrase"
 SESSION = "__Host-session"
@@ -572,6 +572,26 @@ def test_a_registration_succeeds_when_its_confirmation_cannot_be_queued(recovery
 
     assert response["statusCode"] == 201
     assert db.execute("SELECT count(*) FROM public.users").fetchone()[0] == 1
+
+
+def test_an_unconfirmed_login_is_still_refused_403_when_its_new_link_cannot_be_queued(recovery, env: dict,
+                                                                                      tmp_path: Path, db) -> None:
+    # GIVEN REQUIRE_CONFIRMED_EMAIL, an unconfirmed account, and a mail queue that cannot be written
+    post_json(recovery(), "/register/", ALICE)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    fns = recovery(REQUIRE_CONFIRMED_EMAIL="true", MAIL_OUTBOX_DIR=str(blocked))
+
+    # WHEN she signs in with the right password
+    with capture_logs("login") as log:
+        response = post_json(fns, "/login/", {"email": "alice@example.com", "password": PASSWORD})
+
+    # THEN the answer is still the SPEC's 403 (not a 503), no session is made, and the failure to queue
+    # the link is logged as the function's own JSON line, with the request's correlation id
+    assert response["statusCode"] == 403 and json.loads(response["body"])["error"] == "email_not_confirmed"
+    assert live_sessions(db) == 0
+    [line] = [json.loads(x) for x in log.getvalue().splitlines() if "Could not enqueue a mail" in x]
+    assert line["kind"] == "email_confirm" and line["correlation_id"].startswith("req-")
 
 
 def test_the_link_shows_a_button_and_changes_nothing(new_browser, outbox: Outbox, db) -> None:

@@ -514,7 +514,7 @@ def test_forgot_counts_a_whole_ipv6_64_as_one_network(make_service) -> None:
 def test_confirming_marks_the_address_confirmed_once(svc: Service, db) -> None:
     user = svc.register()
     assert user.as_json()["email_confirmed"] is False
-    svc.recovery.send_confirmation(user, now=svc.clock())
+    svc.recovery.send_confirmation(user)
     (request,) = svc.queued()
     token = token_of(svc.recovery.issue(request, now=svc.clock()))
 
@@ -525,7 +525,7 @@ def test_confirming_marks_the_address_confirmed_once(svc: Service, db) -> None:
     assert svc.users.current_user(svc.sign_in(), now=svc.clock()).email_confirmed
     with pytest.raises(InvalidToken, match="This confirmation link is invalid or has expired"):
         svc.recovery.confirm(token, now=svc.clock())
-    svc.recovery.send_confirmation(confirmed, now=svc.clock())
+    svc.recovery.send_confirmation(confirmed)
     assert len(svc.queued()) == 1  # a confirmed address is sent no new link
 
 
@@ -659,7 +659,7 @@ def test_no_token_reaches_a_log_line(make_service, caplog: pytest.LogCaptureFixt
     svc.recovery.reset(tokens[0], NEW_PASSWORD, now=svc.clock())  # its notice fails: logged
     svc.recovery.confirm(tokens[1], now=svc.clock())
 
-    assert "Could not enqueue a notice" in caplog.text
+    assert "Could not enqueue a mail" in caplog.text
     logged = caplog.text + json.dumps([r.__dict__ for r in caplog.records], default=str)
     assert not [t for t in tokens if t in logged]
     assert NEW_PASSWORD not in logged
