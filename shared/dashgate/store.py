@@ -374,12 +374,8 @@ USE_TOKEN = """
     RETURNING t.user_id
 """
 # The account's login-failure counter (Users' `login-email:<address>`) of the address a token was
-# sent to: locked before the token (the lock order), cleared once the token is used.
-LOCK_LOGIN_COUNTER = """
-    SELECT 1 FROM public.dashgate_throttle
-    WHERE key = (SELECT 'login-email:' || lower(email) FROM public.dashgate_tokens WHERE token_hash = %(token_hash)s)
-    FOR UPDATE
-"""
+# sent to, cleared first: so it is locked before the token (the lock order); a token that does not
+# work rolls the transaction back.
 CLEAR_LOGIN_COUNTER = """
     UPDATE public.dashgate_throttle SET hits = 0
     WHERE key = (SELECT 'login-email:' || lower(email) FROM public.dashgate_tokens WHERE token_hash = %(token_hash)s)
@@ -676,19 +672,21 @@ class Store:
         params = {"token_hash": token_hash, "password_hash": password_hash, "purpose": "password_reset",
                   "confirms": True, "now": now}
 
-        def work(conn: psycopg.Connection) -> User | None:
+        def work(conn: psycopg.Connection) -> User:
             with one_round_trip(conn):
-                conn.execute(LOCK_LOGIN_COUNTER, params)
+                conn.execute(CLEAR_LOGIN_COUNTER, params)
                 used = conn.execute(USE_TOKEN, params).fetchone()
                 if used is None:
-                    return None
+                    raise _TokenUnusable()  # rolls the counter back
                 mine = {**params, "user_id": used[0]}
-                conn.execute(CLEAR_LOGIN_COUNTER, mine)
                 conn.execute(VOID_TOKENS, mine)
                 changed = conn.cursor(row_factory=class_row(User)).execute(SET_PASSWORD, mine)
                 conn.execute(REVOKE_USER_SESSIONS, mine)  # after the user's row: a login cannot slip in
             return changed.fetchone()
-        return self._run(work)
+        try:
+            return self._run(work)
+        except _TokenUnusable:
+            return None
 
     def change_password(self, *, user_id: int, password_hash: str, current_hash: bytes, new_hash: bytes,
                         expires_at: datetime, remember_expires_at: datetime, counted: list[str], reset: list[str],
@@ -841,6 +839,10 @@ class Store:
         conn.round_trip_timeout = self.round_trip_timeout
         conn.idle_poller = select.poll()  # not select(): it fails on descriptors above 1023
         conn.idle_poller.register(conn.fileno(), select.POLLIN)
+
+
+class _TokenUnusable(Exception):
+    """A token did not work: its transaction is rolled back (Store.reset_password)."""
 
 
 @contextlib.contextmanager

@@ -290,6 +290,23 @@ def test_a_reset_signs_out_everywhere_clears_failures_confirms_and_voids_other_t
     assert svc.users.current_user(svc.sign_in(password=NEW_PASSWORD), now=svc.clock()).email_confirmed
 
 
+def test_a_used_reset_link_changes_nothing_not_even_the_failure_counter(svc: Service, db) -> None:
+    # GIVEN a reset link alice used, then two failed logins on her account
+    svc.register()
+    token = token_of(svc.issue_reset())
+    svc.recovery.reset(token, NEW_PASSWORD, now=svc.clock())
+    for _ in range(2):
+        with pytest.raises(InvalidCredentials):
+            svc.sign_in(password="wrong", ip="198.51.100.7")
+
+    # WHEN the link is used again (the counter is cleared before the token is tried: the lock order)
+    with pytest.raises(InvalidToken):
+        svc.recovery.reset(token, "another new password", now=svc.clock())
+
+    # THEN the clearing was rolled back with it: the failures still count
+    assert hits(db, f"login-email:{ALICE}") == 2
+
+
 def test_a_login_checked_against_the_old_password_while_a_reset_commits_gets_no_session(
         make_service, db) -> None:
     # GIVEN an attacker who knows alice's old password, and alice's reset link
