@@ -27,7 +27,7 @@ from dashgate.mail import MailRequest
 from dashgate.sessions import hash_session_id
 from dashgate.settings import DAY_SECONDS, TOKEN_MAX, Settings
 from dashgate.store import Quota, Store, User
-from dashgate.users import Users, login_backoff, network_of, seconds_until
+from dashgate.users import Users, network_of, seconds_until
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -139,20 +139,16 @@ class Recovery:
         ({"current_password": ...}). The current password is checked like a login (same counters and
         backoff); on success every session of the user is revoked, the current one replaced by a new
         one (its `remember` kept), the reset tokens voided, and a notice enqueued (as in `reset`)."""
-        user = Users(self.settings, self.store, self.tokens).current_user(session_token, now=now)
+        users = Users(self.settings, self.store, self.tokens)
+        user = users.current_user(session_token, now=now)
         if user is None:
             raise NotSignedIn()
-        email = user.email.lower()
-        backoff = login_backoff(self.settings, email, ip, self.tokens.device_id(device_token, email, now))
-        found = self.store.claim_login_attempt(email=email, backoff=backoff, now=now, user_id=user.id)
-        if found.refused_until is not None:
-            wait = max(1, seconds_until(found.refused_until, now))
-            raise Throttled(wait, f"Too many failed attempts. Try again in {wait} seconds.")
+        found, counted = users.claim_password_check(user.email.lower(), ip=ip, device_token=device_token, now=now,
+                                                    user_id=user.id, what="attempts")
         # A wrong password was counted already, when the attempt was claimed.
         if found.user is None or not self.passwords.verify(found.password_hash, current_password):
             raise ValidationFailed({"current_password": "Your current password is incorrect"})
         s = self.settings
-        counted = list(backoff.limits)
         current_id = self.tokens.session_id(session_token)
         new_id, token = self.tokens.new_session()
         remember = self.store.change_password(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from dashgate.errors import EmailNotConfirmed, EmailTaken, InvalidCredentials, Throttled
 from dashgate.sessions import Tokens, hash_session_id
 from dashgate.settings import Settings
-from dashgate.store import Backoff, NewSession, Store, User
+from dashgate.store import Backoff, LoginAttempt, NewSession, Store, User
 
 if TYPE_CHECKING:  # logout signs out without ever hashing: it need not import argon2
     from dashgate.passwords import Passwords
@@ -76,11 +76,7 @@ class Users:
         """Sign in; raises Throttled or InvalidCredentials (the same for unknown email), or, under
         REQUIRE_CONFIRMED_EMAIL, EmailNotConfirmed (its `user` set) for a correct password on an
         unconfirmed account: no session then, and the attempt counts as a success, never a failure."""
-        backoff = login_backoff(self.settings, form.email, ip, self.tokens.device_id(device_token, form.email, now))
-        found = self.store.claim_login_attempt(email=form.email, backoff=backoff, now=now)
-        if found.refused_until is not None:
-            wait = max(1, seconds_until(found.refused_until, now))
-            raise Throttled(wait, f"Too many failed login attempts. Try again in {wait} seconds.")
+        found, counted = self.claim_password_check(form.email, ip=ip, device_token=device_token, now=now)
         # Everything a success needs is prepared before the hash, whatever its outcome: after argon2 has
         # swept the CPU caches, the same work costs several times more (reading the OS's randomness
         # about 50 us instead of 1). The new session, the device token, the presented session to revoke,
@@ -96,7 +92,6 @@ class Users:
         # A failure was counted already, when the attempt was claimed.
         if not self.passwords.verify(found.password_hash, form.password) or found.user is None:
             raise InvalidCredentials()
-        counted = list(backoff.limits)
         if self.settings.require_confirmed_email and not found.user.email_confirmed:
             self.store.settle_counters(counted=counted, reset=counted[:1], now=now)
             err = EmailNotConfirmed()
@@ -117,6 +112,19 @@ class Users:
                 raise InvalidCredentials()
         return SignedIn(found.user, token, self.settings.remember_me_seconds if form.remember_me else None,
                         device_token)
+
+    def claim_password_check(self, email: str, *, ip: str, device_token: str | None, now: datetime,
+                             user_id: int | None = None,
+                             what: str = "login attempts") -> tuple[LoginAttempt, list[str]]:
+        """Count one password check on the login counters (a login, or, with `user_id`, a signed-in user's
+        current password) before the password is verified: the user and stored hash found, and the
+        counters counted on (the one a success starts again first); Throttled while any is in backoff."""
+        backoff = login_backoff(self.settings, email, ip, self.tokens.device_id(device_token, email, now))
+        found = self.store.claim_login_attempt(email=email, backoff=backoff, now=now, user_id=user_id)
+        if found.refused_until is not None:
+            wait = max(1, seconds_until(found.refused_until, now))
+            raise Throttled(wait, f"Too many failed {what}. Try again in {wait} seconds.")
+        return found, list(backoff.limits)
 
     def current_user(self, token: str | None, *, now: datetime) -> User | None:
         """The user a session cookie names, or None (bad signature, unknown, revoked, expired, idle)."""
