@@ -46,7 +46,7 @@ app = edge.app
 def show_form():
     """The form for a signed-in user; others sign in first (JSON: 401)."""
     request = edge.request()
-    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
+    user = edge.signed_in_user()
     if request.wants_json:
         if user is None:
             raise NotSignedIn()

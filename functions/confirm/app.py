@@ -18,7 +18,6 @@ from dashgate.models import FieldsOut, MessageOut
 from dashgate.models.confirm import ConfirmRequest
 from dashgate.openapi import HTML, SEE_OTHER, errors, json_content
 from dashgate.runtime import Runtime
-from dashgate.store import User
 
 PATH = "/email/confirm/"
 CONFIRMED = "Thank you, your email address is confirmed."
@@ -59,11 +58,6 @@ edge = Edge(runtime, form=form, null_origin=True)  # its pages are no-referrer: 
 app = edge.app
 
 
-def signed_in_user(request: Request) -> User | None:
-    """The user of the request's session cookie, if any."""
-    return runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
-
-
 @edge.route(PATH, "GET", summary="The emailed link: a button that confirms (this GET changes nothing)",
             responses={200: {"description": "The button (HTML), or the fields POST takes (JSON)",
                              "content": {**HTML, **json_content(FieldsOut)}},
@@ -75,7 +69,7 @@ def show_button(token: Token = None):
     err: DashgateError | None = None
     if token is not None and not runtime.recovery.confirm_token_valid(token, now=runtime.now()):
         err = InvalidToken(InvalidToken.CONFIRMATION)
-    elif token is None and signed_in_user(request) is None:
+    elif token is None and edge.signed_in_user() is None:
         err = NotSignedIn()
     if not request.wants_json:
         return form(request, err)
@@ -101,13 +95,13 @@ def confirm(body: Annotated[ConfirmRequest, Body()]):
     runtime.count("EmailConfirmations")
     if request.wants_json:
         return http.respond(204)
-    next_page = runtime.settings.default_redirect if signed_in_user(request) else "/login/"
+    next_page = runtime.settings.default_redirect if edge.signed_in_user() else "/login/"
     return http.redirect(next_page, [runtime.tokens.flash_cookie([CONFIRMED])])
 
 
 def send_new_link(request: Request) -> http.Response:
     """A new confirmation link for the signed-in user (the mailer applies the per-address limits)."""
-    user = signed_in_user(request)
+    user = edge.signed_in_user()
     if user is None:
         raise NotSignedIn()
     message = ALREADY

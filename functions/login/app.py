@@ -45,7 +45,7 @@ app = edge.app
 def show_form(next: Next = None):
     """Signed in already: go on to `next`. Otherwise the form, carrying `next` through."""
     request = edge.request()
-    user = runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
+    user = edge.signed_in_user()
     if request.wants_json:
         return http.json_response(200, SessionOut(user=UserOut(**user.as_json()) if user else None).body())
     if user is not None:

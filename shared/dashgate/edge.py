@@ -47,6 +47,7 @@ from dashgate.models import Submission, json_object  # noqa: E402
 
 if TYPE_CHECKING:
     from dashgate.runtime import Runtime
+    from dashgate.store import User
 
 #: Shows a form again, with the submitted values and the error of a refused POST (browser requests).
 FormPage = Callable[[Request, DashgateError, dict[str, str]], Response]
@@ -108,6 +109,11 @@ class Edge:
             request = Request.from_event(self.app.current_event.raw_event)
             self.app.append_context(dashgate_request=request)
         return request
+
+    def signed_in_user(self) -> User | None:
+        """The user whose session cookie the request being served carries, or None."""
+        request, runtime = self.request(), self.runtime
+        return runtime.users.current_user(request.cookies.get(runtime.tokens.session_cookie_name), now=runtime.now())
 
     # -- serving -----------------------------------------------------------------------------------
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
