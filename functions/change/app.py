@@ -28,11 +28,8 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
     """The form (again, with the error of a refused POST); a signed-out browser goes to the login page."""
     if isinstance(err, NotSignedIn):
         return http.redirect(SIGN_IN_FIRST)
-    return http.form_response(request, runtime.tokens, err.status if err else 200,
-                              lambda ctx: pages.change_page(ctx.csrf_token, ctx.messages,
-                                                            errors=getattr(err, "fields", None),
-                                                            alert=err.message if err else None),
-                              headers=http.error_headers(err) if err else None)
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.change_page(
+        ctx.csrf_token, ctx.messages, errors=ctx.errors, alert=ctx.alert), err=err)
 
 
 edge = Edge(runtime, form=form)

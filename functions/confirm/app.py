@@ -41,10 +41,8 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
     if isinstance(err, InvalidToken):
         return invalid_link(err)
     token = (values or {}).get("token") or request.query.get("token") or None
-    return http.form_response(request, runtime.tokens, err.status if err else 200,
-                              lambda ctx: pages.confirm_page(ctx.csrf_token, ctx.messages, token=token,
-                                                             alert=err.message if err else None),
-                              headers={**http.NO_REFERRER, **(http.error_headers(err) if err else {})})
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.confirm_page(
+        ctx.csrf_token, ctx.messages, token=token, alert=ctx.alert), err=err, headers=http.NO_REFERRER)
 
 
 def invalid_link(err: InvalidToken) -> http.Response:

@@ -25,11 +25,8 @@ runtime = Runtime("forgot", mail=True)
 def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
     """The form, or the form again with the address and the error of a refused request."""
     email = (values or {}).get("email", "").strip()
-    return http.form_response(request, runtime.tokens, err.status if err else 200,
-                              lambda ctx: pages.forgot_page(ctx.csrf_token, ctx.messages, email=email,
-                                                            errors=getattr(err, "fields", None),
-                                                            alert=err.message if err else None),
-                              headers=http.error_headers(err) if err else None)
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.forgot_page(
+        ctx.csrf_token, ctx.messages, email=email, errors=ctx.errors, alert=ctx.alert), err=err)
 
 
 edge = Edge(runtime, form=form)

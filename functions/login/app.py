@@ -26,12 +26,8 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
     values = values or {}
     next_url = http.safe_next(values.get("next") or request.query.get("next"), runtime.settings.default_redirect)
     shown = {"email": values.get("email", "").strip(), "remember_me": bool(values.get("remember_me"))}
-    return http.form_response(
-        request, runtime.tokens, err.status if err else 200,
-        lambda ctx: pages.login_page(ctx.csrf_token, ctx.messages, next_url=next_url, values=shown,
-                                     errors=getattr(err, "fields", None), alert=err.message if err else None),
-        headers=http.error_headers(err) if err else None,
-    )
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.login_page(
+        ctx.csrf_token, ctx.messages, next_url=next_url, values=shown, errors=ctx.errors, alert=ctx.alert), err=err)
 
 
 edge = Edge(runtime, form=form)

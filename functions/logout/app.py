@@ -32,7 +32,7 @@ def logout_link():
             return http.json_response(200, LogoutNoticeOut(logged_out=False,
                                                            message="POST to /logout/ to log out.").body())
     elif head or not http.is_user_navigation(request, runtime.settings):
-        return http.form_response(request, runtime.tokens, 200, lambda ctx: pages.logout_page(ctx.csrf_token))
+        return http.form_response(request, runtime.tokens, lambda ctx: pages.logout_page(ctx.csrf_token))
     return sign_out(request, everywhere=False)
 
 

@@ -30,11 +30,8 @@ runtime = Runtime("register", passwords=True, mail=True)
 def form(request: Request, err: DashgateError | None = None, values: dict[str, str] | None = None) -> http.Response:
     """The empty form, or the form again with the submitted values (never the passwords) and the errors."""
     shown = {name: (values or {}).get(name, "").strip() for name in ("email", "first_name", "last_name")}
-    return http.form_response(request, runtime.tokens, err.status if err else 200,
-                              lambda ctx: pages.register_page(ctx.csrf_token, ctx.messages, values=shown,
-                                                              errors=getattr(err, "fields", None),
-                                                              alert=err.message if err else None),
-                              headers=http.error_headers(err) if err else None)
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.register_page(
+        ctx.csrf_token, ctx.messages, values=shown, errors=ctx.errors, alert=ctx.alert), err=err)
 
 
 edge = Edge(runtime, form=form)

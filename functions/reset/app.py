@@ -50,11 +50,8 @@ def form(request: Request, err: DashgateError | None = None, values: dict[str, s
     """The new-password form (again, with the error of a refused POST); a bad link's page instead."""
     if isinstance(err, InvalidToken):
         return invalid_link(err)
-    return http.form_response(request, runtime.tokens, err.status if err else 200,
-                              lambda ctx: pages.reset_page(ctx.csrf_token, ctx.messages,
-                                                           errors=getattr(err, "fields", None),
-                                                           alert=err.message if err else None),
-                              headers={**http.NO_REFERRER, **(http.error_headers(err) if err else {})})
+    return http.form_response(request, runtime.tokens, lambda ctx: pages.reset_page(
+        ctx.csrf_token, ctx.messages, errors=ctx.errors, alert=ctx.alert), err=err, headers=http.NO_REFERRER)
 
 
 def invalid_link(err: InvalidToken) -> http.Response:

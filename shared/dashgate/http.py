@@ -318,14 +318,17 @@ def require_csrf(request: Request, csrf_token: object, tokens: Tokens, settings:
 
 @dataclass(frozen=True)
 class PageContext:
-    """What every form page needs: a CSRF token, flashed messages, and cookies to send with it."""
+    """What every form page needs: a CSRF token, flashed messages, cookies to send with it, and the
+    error of a refused POST shown again (its message and, for fields, what is wrong with each)."""
 
     csrf_token: str
     messages: list[str]
     cookies: list[Cookie]
+    alert: str | None = None
+    errors: dict[str, str] | None = None
 
 
-def page_context(request: Request, tokens: Tokens) -> PageContext:
+def page_context(request: Request, tokens: Tokens, err: DashgateError | None = None) -> PageContext:
     """Reuse the browser's CSRF cookie (or start one) and take the flashed messages, once."""
     cookies: list[Cookie] = []
     secret = request.cookies.get(tokens.csrf_cookie_name)
@@ -337,11 +340,14 @@ def page_context(request: Request, tokens: Tokens) -> PageContext:
     if flash is not None:
         messages = tokens.flash_messages(flash)
         cookies.append(tokens.clear_flash_cookie())
-    return PageContext(tokens.csrf_token(secret), messages, cookies)
+    return PageContext(tokens.csrf_token(secret), messages, cookies, err.message if err else None,
+                       getattr(err, "fields", None))
 
 
-def form_response(request: Request, tokens: Tokens, status: int, render: Callable[[PageContext], str],
-                  headers: dict[str, str] | None = None) -> Response:
-    """An HTML form page with its CSRF token and flashed messages."""
-    ctx = page_context(request, tokens)
-    return respond(status, render(ctx), headers=headers, cookies=ctx.cookies)
+def form_response(request: Request, tokens: Tokens, render: Callable[[PageContext], str], *,
+                  err: DashgateError | None = None, headers: dict[str, str] | None = None) -> Response:
+    """An HTML form page with its CSRF token and flashed messages; shown again after a refused POST
+    (`err`), with the error's status and headers (Retry-After...)."""
+    ctx = page_context(request, tokens, err)
+    return respond(err.status if err else 200, render(ctx), cookies=ctx.cookies,
+                   headers={**(headers or {}), **(error_headers(err) if err else {})})
