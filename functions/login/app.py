@@ -67,7 +67,8 @@ def sign_in(body: Annotated[LoginRequest, Body()], next: Next = None):
         raise
     except EmailNotConfirmed as err:  # REQUIRE_CONFIRMED_EMAIL: the right password, an unconfirmed address
         runtime.count("LoginsUnconfirmed")
-        runtime.recovery.send_confirmation(err.user, best_effort=True)  # the 403 stands whatever the queue
+        # Its message says a new link was sent: when it cannot be queued, the answer is a 503 instead.
+        runtime.recovery.send_confirmation(err.user)
         raise
     runtime.count("LoginsSucceeded")
     cookies = [tokens.session_cookie(signed_in.token, signed_in.cookie_max_age),

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 #: What a message asks the mailer to do.
 Kind = Literal["password_reset", "email_confirm", "password_reset_notice", "password_changed_notice"]
-KINDS: tuple[Kind, ...] = ("password_reset", "email_confirm", "password_reset_notice", "password_changed_notice")
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 @dataclass(frozen=True)

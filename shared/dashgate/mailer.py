@@ -3,7 +3,8 @@
 For each queued MailRequest, `Recovery.issue` decides whether anything is sent (nothing for an unknown
 address, a reached limit, an address already confirmed) and makes the one-time link; `render` writes
 the mail; a transport sends it: Amazon SES v2 in AWS, `.eml` files in MAIL_OUTBOX_DIR locally.
-Nothing here logs: the caller logs the kind, the user id and the message id, never a link or a body.
+The caller logs the kind, the user id and the message id, never a link or a body; only a mail that
+could not be withdrawn is logged here (its kind and user id).
 """
 
 from __future__ import annotations
