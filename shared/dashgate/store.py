@@ -168,6 +168,8 @@ COUNT_HIT = """
         last_hit_at = %(now)s
     RETURNING hits, window_started_at, last_hit_at
 """
+#: The columns of a `User` (store.User), in its order: every statement that answers with a user reads these.
+USER_COLUMNS = "id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed"
 # One statement: count the attempt against the IP, then insert unless throttled or taken.
 # ON CONFLICT DO NOTHING makes concurrent registrations of one address wait for the first and
 # then insert nothing, so exactly one row exists and the others read as "taken".
@@ -178,7 +180,7 @@ REGISTER_USER = """
         SELECT %(email)s, %(password_hash)s, %(first_name)s, %(last_name)s, %(now)s, 0
         FROM hit WHERE hit.hits <= %(limit)s
         ON CONFLICT (email) DO NOTHING
-        RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+        RETURNING """ + USER_COLUMNS + """
     )
     SELECT hit.hits, hit.window_started_at, hit.last_hit_at,
            created.id, created.email, created.first_name, created.last_name, created.created_at,
@@ -221,14 +223,14 @@ JUDGE_ATTEMPT = """
 # The user whose address this is. Addresses that differ only in letter case may exist in a table an
 # older app filled (migration 0004 keeps them): the oldest account answers, always the same one.
 FIND_LOGIN_USER = """
-    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL, password_hash
+    SELECT """ + USER_COLUMNS + """, password_hash
     FROM public.users WHERE lower(email) = %(email)s ORDER BY id LIMIT 1
-"""
+"""  # noqa: S608 - constants joined, no input in the text
 # The same for a signed-in user checking their own password (change password): by id, not address.
 FIND_USER_WITH_HASH = """
-    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL, password_hash
+    SELECT """ + USER_COLUMNS + """, password_hash
     FROM public.users WHERE id = %(user_id)s
-"""
+"""  # noqa: S608 - constants joined, no input in the text
 
 # A successful login, in one transaction sent as one round trip: the counters first (in key order:
 # the counter the attempt was judged on starts again, the network's takes this attempt back), then the
@@ -314,19 +316,19 @@ REVOKE_ALL_SESSIONS = """
 # Tokens are kept only as SHA-256 hashes (like session ids).
 
 FIND_USER = """
-    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    SELECT """ + USER_COLUMNS + """
     FROM public.users WHERE id = %(user_id)s
-"""
+"""  # noqa: S608 - constants joined, no input in the text
 # Who gets a reset link: the account of the address, the oldest as at sign-in (FIND_LOGIN_USER).
 FIND_RESET_RECIPIENT = """
-    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    SELECT """ + USER_COLUMNS + """
     FROM public.users WHERE lower(email) = %(email)s ORDER BY id LIMIT 1
-"""
+"""  # noqa: S608 - constants joined, no input in the text
 # Who gets a confirmation link: the user it was asked for, still at that address, still unconfirmed.
 FIND_CONFIRM_RECIPIENT = """
-    SELECT id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
+    SELECT """ + USER_COLUMNS + """
     FROM public.users WHERE id = %(user_id)s AND lower(email) = %(email)s AND email_confirmed_at IS NULL
-"""
+"""  # noqa: S608 - constants joined, no input in the text
 # The per-address mail limits: lock their counters in key order, and count this mail on every one,
 # or, when one is full, on none (as JUDGE_ATTEMPT). True when the mail may go. Needs ENSURE_COUNTERS.
 COUNT_MAIL = """
@@ -389,8 +391,8 @@ SET_PASSWORD = """
         email_confirmed_at = CASE WHEN %(confirms)s THEN coalesce(email_confirmed_at, %(now)s)
                                   ELSE email_confirmed_at END
     WHERE id = %(user_id)s
-    RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
-"""
+    RETURNING """ + USER_COLUMNS + """
+"""  # noqa: S608 - constants joined, no input in the text
 # A password change: every live session of the user revoked, and the current one (which must be
 # among them, unexpired) replaced by a new session with its `remember` flag.
 REPLACE_SESSION = """
@@ -417,8 +419,8 @@ CONFIRM_EMAIL = """
     )
     UPDATE public.users SET email_confirmed_at = coalesce(email_confirmed_at, %(now)s)
     FROM used WHERE id = used.user_id
-    RETURNING id, email, first_name, last_name, created_at, email_confirmed_at IS NOT NULL AS email_confirmed
-"""
+    RETURNING """ + USER_COLUMNS + """
+"""  # noqa: S608 - constants joined, no input in the text
 # Housekeeping: tokens that can no longer be used, a bounded batch per statement.
 PRUNE_TOKENS = """
     DELETE FROM public.dashgate_tokens WHERE token_hash IN (
