@@ -11,10 +11,12 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aws_lambda_powertools
@@ -48,6 +50,8 @@ DOCS_ASSETS = {"/docs/swagger-ui-bundle.min.js": "text/javascript; charset=utf-8
 #: Seconds each read of a request (its line, headers, body) may wait for the client before 408 and
 #: close; LOCAL_BODY_TIMEOUT_SECONDS changes it. Without it a short body holds a thread forever.
 BODY_TIMEOUT_SECONDS = 10.0
+#: How long Ctrl-C waits for a schedule's run or a mail batch under way to finish.
+STOP_WAIT_SECONDS = 30.0
 #: Where the embedded database and the development key live (git-ignored); DASHGATE_LOCAL_DIR moves it.
 LOCAL_DIR = Path(os.environ.get("DASHGATE_LOCAL_DIR") or ROOT / ".local")
 #: Local defaults; any of them can be overridden by the environment variable of the same name.
@@ -68,10 +72,12 @@ class Gateway:
         self.dashboard_url = dashboard_url
         self.builtin = None if dashboard_url else DashgateGuard(builtin_dashboard)
         self._stopping = threading.Event()
+        #: The schedules' and the mail pump's threads: `close` waits for them to finish what they are doing.
+        self._workers: list[threading.Thread] = []
         schedules = read_schedules()
         self.scheduled = {s.route.function: Environments(s.route, 1) for s in schedules}
         for schedule in schedules:
-            threading.Thread(target=self._run_on_schedule, args=(schedule,), daemon=True).start()
+            self._start(self._run_on_schedule, schedule)
         # Mail: the request path spools each message under MAIL_OUTBOX_DIR; the mailer takes it from
         # there as SQS would hand it over, and writes each mail to the outbox, shown at /_outbox/.
         outbox = Path(os.environ.get("MAIL_OUTBOX_DIR") or LOCAL_DIR / "outbox")
@@ -79,8 +85,12 @@ class Gateway:
         self.consumers = {route.function: Environments(route, 1) for route in read_queue_consumers()}
         if not os.environ.get("MAIL_QUEUE_URL"):  # a real SQS queue has its own consumer
             for environments in self.consumers.values():
-                pump = MailPump(outbox, environments)
-                threading.Thread(target=self._pump_mail, args=(pump,), daemon=True).start()
+                self._start(self._pump_mail, MailPump(outbox, environments))
+
+    def _start(self, work: Callable[[Any], None], arg: Any) -> None:
+        worker = threading.Thread(target=work, args=(arg,), daemon=True)
+        worker.start()
+        self._workers.append(worker)
 
     def _pump_mail(self, pump: MailPump) -> None:
         """What the SQS event source mapping does in AWS: the spooled messages to the mailer, in batches."""
@@ -123,8 +133,12 @@ class Gateway:
         return (*response_parts(self.environments[route.function].invoke(event, context)), route.function)
 
     def close(self) -> None:
-        """Stop the schedules; close every environment's database connection, and the guard's."""
+        """Stop the schedules and the mail pump (letting a run under way finish: a thread stopped in the
+        middle of an import or a print aborts the interpreter's exit); close every environment's
+        database connection, and the guard's."""
         self._stopping.set()
+        for worker in self._workers:
+            worker.join(timeout=STOP_WAIT_SECONDS)
         for environments in [*self.environments.values(), *self.scheduled.values(), *self.consumers.values()]:
             environments.close()
         if self.builtin is not None:
